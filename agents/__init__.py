@@ -1,0 +1,1 @@
+"""Learning agents and their networks (DQN and variants); they know nothing of Hydra."""

@@ -1,0 +1,217 @@
+"""Replay buffers: a ``TransitionStorage`` and a sampler behind one interface.
+
+``UniformReplay``, ``PrioritizedReplay`` and ``LAPReplay`` differ only in the sampler they plug in, so
+switching the sampling rule of an experiment is one config choice (as TorchRL and Dopamine split it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from rlfocal.replay.samplers import LAPSampler, PrioritizedSampler, UniformSampler, to_numpy
+from rlfocal.replay.storage import TransitionStorage
+
+
+@dataclass
+class Batch:
+    """A sampled batch. Targets are ``rewards + discounts * max_a Q(next_obs, a)``; ``discounts`` already holds
+    ``gamma^m`` for an m-step return, or 0 where the episode terminated (``dones``)."""
+
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_obs: np.ndarray
+    dones: np.ndarray
+    discounts: np.ndarray
+    indices: np.ndarray
+    weights: np.ndarray
+
+    def to_torch(self, device="cpu", non_blocking: bool = True) -> Batch:
+        """The same batch as torch tensors on ``device``: zero-copy on CPU, one host-to-device copy per field on
+        CUDA (asynchronous when the arrays are pinned, as ``ReplayBuffer.sample_torch`` makes them)."""
+        import torch
+
+        device = torch.device(device)
+        return Batch(**{
+            f.name: torch.from_numpy(getattr(self, f.name)).to(device, non_blocking=non_blocking)
+            for f in fields(self)
+        })  # fmt: skip
+
+
+class ReplayBuffer:
+    """Storage + sampler. ``update_priorities`` takes raw TD errors (or any per-sample surprise signal)."""
+
+    def __init__(self, storage: TransitionStorage, sampler, seed: int | None = 0) -> None:
+        self.storage = storage
+        self.sampler = sampler
+        self.rng = np.random.default_rng(seed)
+        self._pinned: dict[int, dict[str, np.ndarray]] = {}
+        self._copy_done = None  # CUDA event: the last transfer out of the pinned staging arrays has finished
+
+    def __len__(self) -> int:
+        return self.storage.size
+
+    @property
+    def capacity(self) -> int:
+        return self.storage.capacity
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of allocated storage (transition arrays, frames and, for prioritized sampling, the trees)."""
+        tree = getattr(self.sampler, "tree", None)
+        return self.storage.nbytes + (tree.nbytes if tree is not None else 0)
+
+    def add(self, obs, action, reward, next_obs, terminated, truncated, env_id: int = 0) -> None:
+        """Add one environment step of stream ``env_id``."""
+        self._notify(*self.storage.add(obs, action, reward, next_obs, terminated, truncated, env_id))
+
+    def add_batch(self, obs, action, reward, next_obs, terminated, truncated, env_ids=None) -> None:
+        """Add steps along a leading batch dimension, in order; ``env_ids[i]`` names row i's stream (default:
+        all rows are consecutive steps of stream 0; a vectorised env step passes ``np.arange(num_envs)``)."""
+        self._notify(*self.storage.add_batch(obs, action, reward, next_obs, terminated, truncated, env_ids))
+
+    def _notify(self, written: np.ndarray, evicted: np.ndarray) -> None:
+        if evicted.size:
+            self.sampler.on_evict(evicted)
+        if written.size:
+            self.sampler.on_write(written)
+
+    def sample(self, batch_size: int) -> Batch:
+        """Draw ``batch_size`` transitions (with replacement) as numpy arrays."""
+        return self._sample(batch_size, None)
+
+    def sample_torch(self, batch_size: int, device="cpu") -> Batch:
+        """Draw a batch as tensors on ``device``. On CPU the tensors share the freshly gathered arrays; on CUDA
+        the fields are gathered straight into pinned staging arrays and copied with one non-blocking transfer
+        each (the staging arrays are reused once the previous transfer out of them has finished)."""
+        import torch
+
+        device = torch.device(device)
+        if device.type != "cuda":
+            return self._sample(batch_size, None).to_torch(device)
+        staging = self._staging(int(batch_size))
+        batch = self._sample(batch_size, staging).to_torch(device, non_blocking=True)
+        self._copy_done.record()
+        return batch
+
+    def _sample(self, batch_size: int, out: dict[str, np.ndarray] | None) -> Batch:
+        size = self.storage.size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if size == 0:
+            raise ValueError("cannot sample from an empty buffer: add transitions first")
+        if batch_size > size:
+            raise ValueError(f"batch_size {batch_size} is larger than the {size} transitions stored")
+        slots, weights = self.sampler.sample(int(batch_size), self.storage.start, size, self.rng)
+        data = self.storage.gather(slots, out)
+        if out is not None:
+            np.copyto(out["indices"], slots)
+            np.copyto(out["weights"], weights)
+            slots, weights = out["indices"], out["weights"]
+        return Batch(indices=slots, weights=weights, **data)
+
+    def _staging(self, batch_size: int) -> dict[str, np.ndarray]:
+        """Pinned host arrays for one batch size; waits until the last copy out of them is done."""
+        import torch
+
+        if self._copy_done is None:
+            self._copy_done = torch.cuda.Event()
+        self._copy_done.synchronize()
+        if batch_size not in self._pinned:
+            probe = self.storage.gather(np.zeros(batch_size, dtype=np.int64))
+            probe.update(indices=np.zeros(batch_size, dtype=np.int64), weights=np.zeros(batch_size, np.float32))
+            self._pinned[batch_size] = {name: torch.from_numpy(a).pin_memory().numpy() for name, a in probe.items()}
+        return self._pinned[batch_size]
+
+    def update_priorities(self, indices, td_errors) -> None:
+        """Feed back the TD errors of a sampled batch (a no-op for uniform sampling, but still validated)."""
+        slots = np.asarray(indices.detach().cpu() if hasattr(indices, "detach") else indices)
+        if slots.ndim != 1 or not np.issubdtype(slots.dtype, np.integer):
+            raise ValueError(f"indices must be a 1-D integer array, got shape {slots.shape}, dtype {slots.dtype}")
+        td = to_numpy(td_errors, "td_errors")
+        if td.shape != slots.shape:
+            raise ValueError(f"td_errors has {td.shape[0]} values for {slots.shape[0]} indices")
+        valid = self.storage.valid(slots)
+        if not valid.all():
+            bad = int(slots[~valid][0])
+            raise ValueError(f"index {bad} does not hold a transition (buffer holds {len(self)} of {self.capacity})")
+        self.sampler.update_priorities(slots, td)
+
+    def stats(self) -> dict[str, float]:
+        """Sampler statistics for logging (``beta``, ``priority_max``, ...)."""
+        return self.sampler.stats()
+
+    def state_dict(self) -> dict:
+        return {
+            "storage": self.storage.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.storage.load_state_dict(state["storage"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.rng.bit_generator.state = state["rng"]
+
+
+class UniformReplay(ReplayBuffer):
+    """Uniform experience replay (Mnih et al. 2015): weights are all 1."""
+
+    def __init__(self, capacity: int, obs_shape, obs_dtype=np.float32, seed: int | None = 0, **storage_kwargs) -> None:
+        storage = TransitionStorage(capacity, obs_shape, obs_dtype, **storage_kwargs)
+        super().__init__(storage, UniformSampler(storage.capacity), seed)
+
+
+class PrioritizedReplay(ReplayBuffer):
+    """Proportional prioritized replay on a sum tree; see ``PrioritizedSampler`` for α, β, ε and ``is_norm``.
+
+    ``storage_kwargs`` (``n_step``, ``gamma``, ``frame_stack``, ``action_shape``, ...) go to ``TransitionStorage``.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_shape,
+        obs_dtype=np.float32,
+        alpha: float = 0.6,
+        beta: float = 0.4,
+        eps: float = 1e-6,
+        seed: int | None = 0,
+        *,
+        beta_final: float = 1.0,
+        beta_steps: int | None = None,
+        is_norm: str = "batch",
+        **storage_kwargs,
+    ) -> None:
+        storage = TransitionStorage(capacity, obs_shape, obs_dtype, **storage_kwargs)
+        sampler = PrioritizedSampler(
+            storage.capacity, alpha, beta, eps, beta_final=beta_final, beta_steps=beta_steps, is_norm=is_norm
+        )
+        super().__init__(storage, sampler, seed)
+
+    @property
+    def beta(self) -> float:
+        return self.sampler.beta
+
+    @beta.setter
+    def beta(self, value: float) -> None:
+        self.sampler.beta = value
+
+
+class LAPReplay(ReplayBuffer):
+    """LAP sampling (``max(|δ|, min_priority)^α``, no IS weights); see ``LAPSampler``."""
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_shape,
+        obs_dtype=np.float32,
+        alpha: float = 0.6,
+        min_priority: float = 1.0,
+        seed: int | None = 0,
+        **storage_kwargs,
+    ) -> None:
+        storage = TransitionStorage(capacity, obs_shape, obs_dtype, **storage_kwargs)
+        super().__init__(storage, LAPSampler(storage.capacity, alpha, min_priority), seed)

@@ -1,0 +1,368 @@
+"""Ring storage of transitions: preallocated numpy arrays, n-step returns at insertion, frame deduplication.
+
+A stored transition is ``(obs, action, R, next_obs, discount, terminated)`` with the n-step return
+``R = sum_{k<m} gamma^k r_{t+k}`` over the ``m <= n`` steps before the episode ended or n ran out, and
+``discount = gamma^m`` if the return may bootstrap from ``next_obs`` (n ran out, or the episode was truncated)
+and ``0`` if it terminated. So every learner computes ``y = R + discount * max_a Q(next_obs, a)``.
+
+Transitions arrive per *stream* (one environment instance, ``env_id``): n-step returns and frame stacks are
+built within a stream, so interleaved vectorised environments stay correct.
+
+With ``frame_stack = k > 1`` (Atari), ``obs_shape = (k, *frame_shape)`` and each frame is stored once in a
+frame ring; a transition keeps the ring positions of its k obs frames and k next-obs frames and a stack is
+rebuilt at gather time. Consecutive adds of a stream must then chain (``obs`` equals the previous ``next_obs``
+unless that step ended the episode); at an episode start the padding frames of the first stack are stored once
+when identical. Frames outnumber transitions by one per episode start, so the frame ring has a margin; if it
+still wraps first, the oldest transitions whose frames are gone are evicted (``evicted`` slots).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class _Stream:
+    """Per-environment state: the n-step window and, in frame mode, the frames of the last ``next_obs``."""
+
+    pending: list = field(default_factory=list)  # (obs_ref, action, reward) oldest first
+    last_next: np.ndarray | None = None  # absolute frame ids of the previous next_obs (frame mode)
+
+
+def _frames_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and bool(np.array_equal(a, b))
+
+
+class TransitionStorage:
+    """Fixed-capacity ring of transitions. Knows nothing about priorities or sampling."""
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_shape: tuple[int, ...],
+        obs_dtype=np.float32,
+        *,
+        action_shape: tuple[int, ...] = (),
+        action_dtype=np.int64,
+        n_step: int = 1,
+        gamma: float = 0.99,
+        frame_stack: int = 1,
+        frame_margin: int | None = None,
+    ) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity <= 0:
+            raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
+        if isinstance(n_step, bool) or not isinstance(n_step, (int, np.integer)) or n_step < 1:
+            raise ValueError(f"n_step must be an integer >= 1, got {n_step!r}")
+        if not (isinstance(gamma, (int, float)) and 0.0 <= gamma <= 1.0):
+            raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
+        if isinstance(frame_stack, bool) or not isinstance(frame_stack, (int, np.integer)) or frame_stack < 1:
+            raise ValueError(f"frame_stack must be an integer >= 1, got {frame_stack!r}")
+        try:
+            obs_shape = tuple(int(d) for d in obs_shape)
+        except TypeError:
+            raise ValueError(f"obs_shape must be a tuple of ints, got {obs_shape!r}") from None
+        if any(d <= 0 for d in obs_shape):
+            raise ValueError(f"obs_shape must have positive dimensions, got {obs_shape}")
+        if frame_stack > 1 and (len(obs_shape) < 2 or obs_shape[0] != frame_stack):
+            raise ValueError(
+                f"with frame_stack={frame_stack}, obs_shape must be ({frame_stack}, *frame_shape), got {obs_shape}"
+            )
+        self.capacity = int(capacity)
+        self.obs_shape = obs_shape
+        self.obs_dtype = np.dtype(obs_dtype)
+        self.action_shape = tuple(action_shape)
+        self.action_dtype = np.dtype(action_dtype)
+        self.n_step = int(n_step)
+        self.gamma = float(gamma)
+        self.frame_stack = int(frame_stack)
+        self._gamma_pows = self.gamma ** np.arange(self.n_step + 1)
+
+        c = self.capacity
+        self.actions = np.zeros((c, *self.action_shape), dtype=self.action_dtype)
+        self.rewards = np.zeros(c, dtype=np.float32)
+        self.discounts = np.zeros(c, dtype=np.float32)
+        self.terminated = np.zeros(c, dtype=bool)
+        if self.frame_stack == 1:
+            self.obs = np.zeros((c, *obs_shape), dtype=self.obs_dtype)
+            self.next_obs = np.zeros((c, *obs_shape), dtype=self.obs_dtype)
+        else:
+            k = self.frame_stack
+            if frame_margin is None:
+                # one extra frame per episode start; headroom for 16 interleaved streams' pending windows
+                frame_margin = max(c // 32, 32 * (k + self.n_step))
+            self.frame_capacity = c + int(frame_margin)
+            self.frames = np.zeros((self.frame_capacity, *obs_shape[1:]), dtype=self.obs_dtype)
+            self.obs_frames = np.zeros((c, k), dtype=np.int64)  # ring positions in `frames`
+            self.next_frames = np.zeros((c, k), dtype=np.int64)
+            self.first_frame = np.zeros(c, dtype=np.int64)  # absolute id of the oldest frame a slot uses
+            self.frames_written = 0
+        self.start = 0  # oldest valid slot
+        self.size = 0
+        self._streams: dict[int, _Stream] = {}
+
+    # ------------------------------------------------------------------ properties
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of allocated storage arrays."""
+        arrays = [self.actions, self.rewards, self.discounts, self.terminated]
+        if self.frame_stack == 1:
+            arrays += [self.obs, self.next_obs]
+        else:
+            arrays += [self.frames, self.obs_frames, self.next_frames, self.first_frame]
+        return sum(a.nbytes for a in arrays)
+
+    def valid(self, slots: np.ndarray) -> np.ndarray:
+        """Mask of slots that currently hold a transition."""
+        return (slots >= 0) & (slots < self.capacity) & ((slots - self.start) % self.capacity < self.size)
+
+    # ------------------------------------------------------------------ validation
+    def _check_obs(self, name: str, x, batch: int | None) -> np.ndarray:
+        x = np.asarray(x)
+        shape = self.obs_shape if batch is None else (batch, *self.obs_shape)
+        if x.shape != shape:
+            raise ValueError(f"{name} has shape {x.shape}, expected {shape}")
+        if x.dtype != self.obs_dtype and not np.can_cast(x.dtype, self.obs_dtype, "safe"):
+            raise ValueError(
+                f"{name} has dtype {x.dtype}, which does not convert safely to the buffer's obs_dtype "
+                f"{self.obs_dtype}; cast it or create the buffer with obs_dtype={x.dtype}"
+            )
+        return x
+
+    def _check_rest(self, action, reward, terminated, truncated, batch: int | None):
+        action = np.asarray(action)
+        shape = self.action_shape if batch is None else (batch, *self.action_shape)
+        if action.shape != shape:
+            raise ValueError(f"action has shape {action.shape}, expected {shape}")
+        if action.dtype != self.action_dtype and not np.can_cast(action.dtype, self.action_dtype, "same_kind"):
+            raise ValueError(f"action has dtype {action.dtype}, expected {self.action_dtype}")
+        reward = np.asarray(reward, dtype=np.float64)
+        term = np.asarray(terminated)
+        trunc = np.asarray(truncated)
+        for name, x in (("reward", reward), ("terminated", term), ("truncated", trunc)):
+            expected = () if batch is None else (batch,)
+            if x.shape != expected:
+                raise ValueError(f"{name} has shape {x.shape}, expected {expected}")
+        if not np.isfinite(reward).all():
+            bad = reward[~np.isfinite(reward)].flat[0]
+            raise ValueError(f"reward must be finite, got {bad}")
+        return action, reward, term.astype(bool), trunc.astype(bool)
+
+    # ------------------------------------------------------------------ writing
+    def add(self, obs, action, reward, next_obs, terminated, truncated, env_id: int = 0):
+        """Add one transition of stream ``env_id``. Returns ``(written_slots, evicted_slots)``."""
+        obs = self._check_obs("obs", obs, None)
+        next_obs = self._check_obs("next_obs", next_obs, None)
+        action, reward, term, trunc = self._check_rest(action, reward, terminated, truncated, None)
+        written: list[int] = []
+        evicted: list[int] = []
+        self._add_one(obs, action, float(reward), next_obs, bool(term), bool(trunc), int(env_id), written, evicted)
+        return np.asarray(written, dtype=np.int64), np.asarray(evicted, dtype=np.int64)
+
+    def add_batch(self, obs, action, reward, next_obs, terminated, truncated, env_ids=None):
+        """Add B transitions (leading dimension), in order. Row i belongs to stream ``env_ids[i]`` (default 0:
+        B consecutive steps of one environment; a vectorised env step passes ``np.arange(num_envs)``).
+        Returns ``(written_slots, evicted_slots)``."""
+        b = int(np.shape(obs)[0]) if np.ndim(obs) > 0 else -1
+        if b < 0:
+            raise ValueError(f"obs must have a leading batch dimension, got shape {np.shape(obs)}")
+        obs = self._check_obs("obs", obs, b)
+        next_obs = self._check_obs("next_obs", next_obs, b)
+        action, reward, term, trunc = self._check_rest(action, reward, terminated, truncated, b)
+        env_ids = np.zeros(b, dtype=np.int64) if env_ids is None else np.asarray(env_ids, dtype=np.int64)
+        if env_ids.shape != (b,):
+            raise ValueError(f"env_ids has shape {env_ids.shape}, expected ({b},)")
+        if self.n_step == 1 and self.frame_stack == 1:
+            return self._write_rows(obs, action, reward, next_obs, term), np.empty(0, dtype=np.int64)
+        if self.frame_stack > 1:
+            self._check_chain(obs, next_obs, term | trunc, env_ids)
+        written: list[int] = []
+        evicted: list[int] = []
+        for i in range(b):
+            self._add_one(obs[i], action[i], float(reward[i]), next_obs[i], bool(term[i]), bool(trunc[i]),
+                          int(env_ids[i]), written, evicted)  # fmt: skip
+        return np.asarray(written, dtype=np.int64), np.asarray(evicted, dtype=np.int64)
+
+    def _write_rows(self, obs, action, reward, next_obs, term) -> np.ndarray:
+        """Vectorised path for 1-step transitions without frame stacking."""
+        b = obs.shape[0]
+        if b > self.capacity:  # only the newest `capacity` rows survive
+            self._write_rows(obs[:-self.capacity], action[:-self.capacity], reward[:-self.capacity],
+                             next_obs[:-self.capacity], term[:-self.capacity])  # fmt: skip
+            obs, action, reward = obs[-self.capacity :], action[-self.capacity :], reward[-self.capacity :]
+            next_obs, term = next_obs[-self.capacity :], term[-self.capacity :]
+            b = self.capacity
+        pos = (self.start + self.size + np.arange(b)) % self.capacity
+        self.obs[pos] = obs
+        self.next_obs[pos] = next_obs
+        self.actions[pos] = action
+        self.rewards[pos] = reward
+        self.discounts[pos] = np.where(term, 0.0, self.gamma)
+        self.terminated[pos] = term
+        overflow = max(0, self.size + b - self.capacity)
+        self.start = (self.start + overflow) % self.capacity
+        self.size = min(self.capacity, self.size + b)
+        return pos
+
+    def _add_one(self, obs, action, reward, next_obs, term, trunc, env_id, written, evicted) -> None:
+        stream = self._streams.get(env_id)
+        if stream is None:
+            stream = self._streams[env_id] = _Stream()
+        if self.frame_stack == 1:
+            obs_ref, next_ref = obs, next_obs
+        else:
+            obs_ref = self._obs_frames_for(stream, obs)
+            next_ref = np.append(obs_ref[1:], self._write_frame(next_obs[-1]))
+        if self.n_step == 1:
+            self._emit(obs_ref, action, reward, next_ref, 0.0 if term else self.gamma, term, written, evicted)
+        else:
+            stream.pending.append((np.array(obs_ref), np.array(action), reward))
+            if term or trunc:
+                while stream.pending:
+                    self._emit_pending(stream, next_ref, term, written, evicted)
+            elif len(stream.pending) == self.n_step:
+                self._emit_pending(stream, next_ref, False, written, evicted)
+        if self.frame_stack > 1:
+            stream.last_next = None if (term or trunc) else next_ref
+            self._evict_stale(evicted)
+
+    def _emit_pending(self, stream: _Stream, next_ref, term: bool, written, evicted) -> None:
+        """Emit the oldest pending step with the return of all pending rewards (m of them)."""
+        m = len(stream.pending)
+        ret = math.fsum(self._gamma_pows[j] * stream.pending[j][2] for j in range(m))
+        obs_ref, action, _ = stream.pending.pop(0)
+        self._emit(obs_ref, action, ret, next_ref, 0.0 if term else self._gamma_pows[m], term, written, evicted)
+
+    def _emit(self, obs_ref, action, ret, next_ref, discount, term, written, evicted) -> None:
+        if self.size == self.capacity:
+            self.start = (self.start + 1) % self.capacity
+            self.size -= 1
+        pos = (self.start + self.size) % self.capacity
+        if self.frame_stack == 1:
+            self.obs[pos] = obs_ref
+            self.next_obs[pos] = next_ref
+        else:
+            if obs_ref[0] < self.frames_written - self.frame_capacity:
+                raise RuntimeError(
+                    "frame ring wrapped past a pending transition; create the buffer with a larger frame_margin"
+                )
+            self.obs_frames[pos] = obs_ref % self.frame_capacity
+            self.next_frames[pos] = next_ref % self.frame_capacity
+            self.first_frame[pos] = obs_ref[0]
+        self.actions[pos] = action
+        self.rewards[pos] = ret
+        self.discounts[pos] = discount
+        self.terminated[pos] = term
+        self.size += 1
+        written.append(pos)
+
+    # ------------------------------------------------------------------ frames
+    def _write_frame(self, frame: np.ndarray) -> int:
+        fid = self.frames_written
+        self.frames[fid % self.frame_capacity] = frame
+        self.frames_written += 1
+        return fid
+
+    def _obs_frames_for(self, stream: _Stream, obs: np.ndarray) -> np.ndarray:
+        """Absolute frame ids of ``obs``: the previous next_obs mid-episode, freshly written at a start."""
+        if stream.last_next is not None:
+            if not _frames_equal(self.frames[stream.last_next[-1] % self.frame_capacity], obs[-1]):
+                raise ValueError(
+                    "frame_stack storage needs consecutive transitions per env_id: obs must equal the previous "
+                    "next_obs unless the previous step ended the episode (terminated or truncated)"
+                )
+            return stream.last_next
+        ids = np.empty(self.frame_stack, dtype=np.int64)
+        for j in range(self.frame_stack):
+            if j > 0 and _frames_equal(obs[j], obs[j - 1]):  # reset padding repeats a frame: store it once
+                ids[j] = ids[j - 1]
+            else:
+                ids[j] = self._write_frame(obs[j])
+        return ids
+
+    def _check_chain(self, obs, next_obs, ended, env_ids) -> None:
+        """Reject a whole batch before writing anything if any row breaks its stream's frame chain."""
+        last: dict[int, np.ndarray | None] = {}
+        for i, env_id in enumerate(env_ids.tolist()):
+            if env_id in last:
+                prev = last[env_id]
+            else:
+                stream = self._streams.get(env_id)
+                ids = None if stream is None else stream.last_next
+                prev = None if ids is None else self.frames[ids[-1] % self.frame_capacity]
+            if prev is not None and not _frames_equal(prev, obs[i][-1]):
+                raise ValueError(
+                    f"row {i} (env_id {env_id}) breaks the frame chain: frame_stack storage needs obs to equal "
+                    "the previous next_obs of the same env_id unless the previous step ended the episode"
+                )
+            last[env_id] = None if ended[i] else next_obs[i][-1]
+
+    def _evict_stale(self, evicted: list[int]) -> None:
+        oldest_kept = self.frames_written - self.frame_capacity
+        while self.size and self.first_frame[self.start] < oldest_kept:
+            evicted.append(self.start)
+            self.start = (self.start + 1) % self.capacity
+            self.size -= 1
+
+    # ------------------------------------------------------------------ reading
+    def gather(self, slots: np.ndarray, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Transition fields at ``slots``; written into ``out``'s arrays when given (e.g. pinned memory)."""
+        out = {} if out is None else out
+        if self.frame_stack == 1:
+            sources = {"obs": (self.obs, slots), "next_obs": (self.next_obs, slots)}
+        else:
+            sources = {
+                "obs": (self.frames, np.take(self.obs_frames, slots, axis=0)),
+                "next_obs": (self.frames, np.take(self.next_frames, slots, axis=0)),
+            }
+        sources.update(
+            actions=(self.actions, slots),
+            rewards=(self.rewards, slots),
+            discounts=(self.discounts, slots),
+            dones=(self.terminated, slots),
+        )
+        for name, (array, index) in sources.items():
+            out[name] = np.take(array, index, axis=0, out=out.get(name))
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    _ARRAYS_FLAT = ("obs", "next_obs")
+    _ARRAYS_FRAMES = ("frames", "obs_frames", "next_frames", "first_frame")
+
+    def _array_names(self) -> tuple[str, ...]:
+        extra = self._ARRAYS_FLAT if self.frame_stack == 1 else self._ARRAYS_FRAMES
+        return ("actions", "rewards", "discounts", "terminated", *extra)
+
+    def state_dict(self) -> dict:
+        """Arrays are returned as views (no copy of a multi-GB buffer): save them before adding more."""
+        state = {name: getattr(self, name) for name in self._array_names()}
+        state.update(
+            start=self.start,
+            size=self.size,
+            frames_written=getattr(self, "frames_written", 0),
+            streams={k: {"pending": list(s.pending), "last_next": s.last_next} for k, s in self._streams.items()},
+        )
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self._array_names():
+            src = np.asarray(state[name])
+            dst = getattr(self, name)
+            if src.shape != dst.shape or src.dtype != dst.dtype:
+                raise ValueError(
+                    f"state array {name!r} has shape {src.shape} and dtype {src.dtype}, "
+                    f"this storage needs {dst.shape} and {dst.dtype}"
+                )
+        for name in self._array_names():
+            np.copyto(getattr(self, name), state[name])
+        self.start, self.size = int(state["start"]), int(state["size"])
+        if self.frame_stack > 1:
+            self.frames_written = int(state["frames_written"])
+        self._streams = {
+            int(k): _Stream(pending=list(s["pending"]), last_next=s["last_next"]) for k, s in state["streams"].items()
+        }

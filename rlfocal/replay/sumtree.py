@@ -1,0 +1,187 @@
+"""Float64 sum tree (plus a min tree) with batched, compiled update and prefix-sum search.
+
+The tree is an implicit binary heap over ``2 * P`` nodes, ``P`` the next power of two >= capacity: node 1 is
+the root, node ``k`` has children ``2k`` and ``2k + 1``, leaf ``i`` lives at node ``P + i``. Parents are always
+recomputed from their two children (never incremented by a delta), so the root is a pairwise sum of the leaves
+and does not drift, however many updates it sees. It knows nothing about transitions or sampling policy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_INF = np.inf
+
+
+@njit(cache=True)
+def _first_bad_update(indices, priorities, capacity):  # pragma: no cover - compiled
+    """Position of the first out-of-range index or non-finite / negative priority, or -1."""
+    for i in range(indices.shape[0]):
+        idx = indices[i]
+        p = priorities[i]
+        if idx < 0 or idx >= capacity or not (p >= 0.0 and p < _INF):
+            return i
+    return -1
+
+
+@njit(cache=True)
+def _set_leaves(sums, mins, leaf0, indices, priorities):  # pragma: no cover - compiled
+    """Write leaves in order (the last write of a duplicate index wins) and repair each one's ancestors."""
+    for i in range(indices.shape[0]):
+        node = indices[i] + leaf0
+        p = priorities[i]
+        sums[node] = p
+        mins[node] = p if p > 0.0 else _INF  # zero leaves can never be sampled, so they do not bound the min
+        node >>= 1
+        while node >= 1:
+            left = node << 1
+            sums[node] = sums[left] + sums[left + 1]
+            mins[node] = min(mins[left], mins[left + 1])
+            node >>= 1
+
+
+@njit(cache=True)
+def _descend(sums, leaf0, prefixes, out_idx, out_prio):  # pragma: no cover - compiled
+    """For each prefix x find the leaf i with sum(p[:i]) <= x < sum(p[:i+1]).
+
+    Only ever steps into a child whose sum is positive, so it never returns a zero-priority leaf: a query that
+    float rounding pushes past the last positive leaf of a subtree (or exactly onto an edge followed by zeros)
+    falls back to that subtree's last positive leaf instead of landing in empty space.
+    """
+    for i in range(prefixes.shape[0]):
+        x = prefixes[i]
+        node = 1
+        while node < leaf0:
+            left = node << 1
+            left_sum = sums[left]
+            if x < left_sum or sums[left + 1] <= 0.0:
+                node = left
+            else:
+                x -= left_sum
+                node = left + 1
+        out_idx[i] = node - leaf0
+        out_prio[i] = sums[node]
+
+
+@njit(cache=True)
+def _descend_stratified(sums, leaf0, uniforms, out_idx, out_prio):  # pragma: no cover - compiled
+    """Stratified search: query i is ``(i + u_i) * total / B``, one point in each of B equal segments."""
+    batch = uniforms.shape[0]
+    segment = sums[1] / batch
+    prefixes = np.empty(batch)
+    for i in range(batch):
+        prefixes[i] = (i + uniforms[i]) * segment
+    _descend(sums, leaf0, prefixes, out_idx, out_prio)
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+class SumTree:
+    """Sum (and min) of non-negative float64 priorities over ``capacity`` leaves, all initially 0.
+
+    ``update`` and ``find`` are batched: one compiled loop over the batch, O(B log C).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity <= 0:
+            raise ValueError(f"SumTree capacity must be a positive integer, got {capacity!r}")
+        self.capacity = int(capacity)
+        self._leaf0 = _next_pow2(self.capacity)
+        self._sums = np.zeros(2 * self._leaf0, dtype=np.float64)
+        self._mins = np.full(2 * self._leaf0, np.inf, dtype=np.float64)
+
+    @property
+    def total(self) -> float:
+        """Sum of all priorities."""
+        return float(self._sums[1])
+
+    @property
+    def min_nonzero(self) -> float:
+        """Smallest positive priority (``inf`` when every leaf is 0); bounds the largest IS weight."""
+        return float(self._mins[1])
+
+    @property
+    def nbytes(self) -> int:
+        return self._sums.nbytes + self._mins.nbytes
+
+    def _check_indices(self, indices) -> np.ndarray:
+        indices = np.asarray(indices)
+        if indices.ndim != 1 or not (np.issubdtype(indices.dtype, np.integer) or indices.size == 0):
+            raise ValueError(
+                f"indices must be a 1-D integer array, got shape {indices.shape} and dtype {indices.dtype}"
+            )
+        return indices.astype(np.int64, copy=False)
+
+    def update(self, indices, priorities) -> None:
+        """Set ``priority[indices[k]] = priorities[k]``; with duplicate indices the last write wins.
+
+        Raises ``ValueError`` (and changes nothing) on an index outside ``[0, capacity)`` or a priority that is
+        NaN, infinite or negative.
+        """
+        indices = self._check_indices(indices)
+        priorities = np.asarray(priorities, dtype=np.float64)
+        if priorities.shape != indices.shape:
+            raise ValueError(
+                f"indices and priorities must have the same 1-D shape, got {indices.shape} and {priorities.shape}"
+            )
+        bad = _first_bad_update(indices, priorities, self.capacity)
+        if bad >= 0:
+            idx, p = int(indices[bad]), float(priorities[bad])
+            if not 0 <= idx < self.capacity:
+                raise ValueError(f"index {idx} (position {bad}) is outside [0, {self.capacity})")
+            raise ValueError(f"priority {p} at index {idx} (position {bad}) is invalid: must be finite and >= 0")
+        _set_leaves(self._sums, self._mins, self._leaf0, indices, priorities)
+
+    def get(self, indices) -> np.ndarray:
+        """Priorities of the given leaves."""
+        indices = self._check_indices(indices)
+        if indices.size and (indices.min() < 0 or indices.max() >= self.capacity):
+            bad = indices[(indices < 0) | (indices >= self.capacity)][0]
+            raise ValueError(f"index {int(bad)} is outside [0, {self.capacity})")
+        return self._sums[indices + self._leaf0]
+
+    def find(self, prefix_sums) -> np.ndarray:
+        """Leaf index ``i`` with ``sum(p[:i]) <= x < sum(p[:i + 1])`` for each ``x`` in ``[0, total)``.
+
+        Never returns a zero-priority leaf, even for ``x`` exactly on a boundary.
+        """
+        prefix_sums = np.asarray(prefix_sums, dtype=np.float64)
+        if prefix_sums.ndim != 1:
+            raise ValueError(f"prefix_sums must be 1-D, got shape {prefix_sums.shape}")
+        total = self.total
+        if total <= 0.0:
+            raise ValueError("cannot search a tree whose total priority is 0")
+        outside = ~((prefix_sums >= 0.0) & (prefix_sums < total))  # also catches NaN
+        if outside.any():
+            raise ValueError(f"prefix sum {prefix_sums[outside][0]!r} is outside [0, total={total!r})")
+        return self._search(prefix_sums)[0]
+
+    def _search(self, prefix_sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.empty(prefix_sums.shape[0], dtype=np.int64)
+        prio = np.empty(prefix_sums.shape[0], dtype=np.float64)
+        _descend(self._sums, self._leaf0, prefix_sums, idx, prio)
+        return idx, prio
+
+    def sample_stratified(self, uniforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Leaves and their priorities for the stratified queries ``(k + uniforms[k]) * total / B``.
+
+        ``uniforms`` are draws from [0, 1) supplied by the caller's RNG; the tree must have positive total.
+        """
+        idx = np.empty(uniforms.shape[0], dtype=np.int64)
+        prio = np.empty(uniforms.shape[0], dtype=np.float64)
+        _descend_stratified(self._sums, self._leaf0, uniforms, idx, prio)
+        return idx, prio
+
+    def state_dict(self) -> dict:
+        return {"capacity": self.capacity, "leaves": self._sums[self._leaf0 : self._leaf0 + self.capacity].copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if int(state["capacity"]) != self.capacity:
+            raise ValueError(f"state is for capacity {state['capacity']}, this tree has {self.capacity}")
+        leaves = np.asarray(state["leaves"], dtype=np.float64)
+        fresh = SumTree(self.capacity)
+        fresh.update(np.arange(self.capacity), leaves)  # validates before anything here changes
+        self._sums, self._mins = fresh._sums, fresh._mins

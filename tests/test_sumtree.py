@@ -1,0 +1,191 @@
+"""The sum tree against hand-drawn trees and a brute-force float64 reference."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rlfocal.replay import SumTree
+
+
+def reference_find(leaves: np.ndarray, x: float) -> int:
+    """First leaf whose cumulative sum exceeds x: sum(p[:i]) <= x < sum(p[:i+1])."""
+    return int(np.searchsorted(np.cumsum(leaves), x, side="right"))
+
+
+def test_four_leaf_tree_matches_drawing():
+    """
+            10
+          /    \\
+         3      7
+        / \\    / \\
+       1   2  3   4      leaves 0..3; prefix x picks the leaf whose interval [c_i, c_i + p_i) holds x
+    """
+    tree = SumTree(4)
+    tree.update(np.arange(4), np.array([1.0, 2.0, 3.0, 4.0]))
+    assert tree.total == 10.0
+    assert tree._sums[2:4].tolist() == [3.0, 7.0]
+    queries = np.array([0.0, 0.999, 1.0, 2.5, 3.0, 5.999, 6.0, 9.999])
+    assert tree.find(queries).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert tree.get(np.array([3, 0])).tolist() == [4.0, 1.0]
+    assert tree.min_nonzero == 1.0
+
+
+def test_eight_leaf_tree_with_zeros_never_returns_a_zero_leaf():
+    """
+                    8
+               /         \\
+              3           5
+            /   \\       /   \\
+           3     0     0     5
+          / \\   / \\   / \\   / \\
+         1   2 0   0 0   0 0   5      boundaries 1, 3 and the empty middle must be skipped
+    """
+    tree = SumTree(8)
+    tree.update(np.arange(8), np.array([1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 5.0]))
+    assert tree.total == 8.0
+    assert tree._sums[2:8].tolist() == [3.0, 5.0, 3.0, 0.0, 0.0, 5.0]
+    assert tree.find(np.array([0.0, 1.0, 2.999, 3.0, 7.999])).tolist() == [0, 1, 1, 7, 7]
+    assert tree.find(np.array([np.nextafter(8.0, 0.0)])).tolist() == [7]
+
+
+def test_capacity_not_a_power_of_two():
+    """Capacity 5 uses 8 leaves internally but only accepts indices 0..4."""
+    tree = SumTree(5)
+    tree.update(np.arange(5), np.ones(5))
+    assert tree.total == 5.0
+    assert tree.find(np.array([4.5])).tolist() == [4]
+    with pytest.raises(ValueError, match="index 5"):
+        tree.update(np.array([5]), np.array([1.0]))
+
+
+def test_duplicate_indices_last_write_wins():
+    tree = SumTree(4)
+    tree.update(np.array([2, 1, 2, 2]), np.array([7.0, 1.0, 3.0, 0.5]))
+    assert tree.get(np.array([1, 2])).tolist() == [1.0, 0.5]
+    assert tree.total == 1.5
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    capacity=st.integers(1, 70),
+    ops=st.lists(
+        st.lists(st.tuples(st.integers(0, 69), st.integers(0, 50)), min_size=1, max_size=20),
+        min_size=1,
+        max_size=15,
+    ),
+    scale=st.sampled_from([1.0, 0.25, 2.0**-20, 2.0**30]),
+)
+def test_random_updates_match_reference_exactly(capacity, ops, scale):
+    """Dyadic priorities sum exactly in float64, so totals and every edge query must match the reference exactly."""
+    tree = SumTree(capacity)
+    leaves = np.zeros(capacity)
+    for batch in ops:
+        idx = np.array([i % capacity for i, _ in batch])
+        prio = np.array([v * scale for _, v in batch])
+        tree.update(idx, prio)
+        for i, p in zip(idx, prio, strict=True):  # sequential reference: last write wins
+            leaves[i] = p
+        assert tree.total == leaves.sum()
+        np.testing.assert_array_equal(tree.get(np.arange(capacity)), leaves)
+        positive = leaves[leaves > 0]
+        assert tree.min_nonzero == (positive.min() if positive.size else np.inf)
+        if tree.total == 0:
+            continue
+        cums = np.cumsum(leaves)
+        edges = np.concatenate([[0.0], cums[:-1][cums[:-1] < tree.total], [np.nextafter(tree.total, 0.0)]])
+        mids = (np.concatenate([[0.0], cums[:-1]]) + cums)[leaves > 0] / 2
+        queries = np.concatenate([edges, mids])
+        found = tree.find(queries)
+        assert found.tolist() == [reference_find(leaves, x) for x in queries]
+        assert (leaves[found] > 0).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), capacity=st.integers(1, 300))
+def test_random_float_priorities_find_is_consistent(seed, capacity):
+    """With arbitrary floats, each answer's interval holds its query up to rounding, and is never a zero leaf."""
+    rng = np.random.default_rng(seed)
+    tree = SumTree(capacity)
+    leaves = rng.exponential(size=capacity) * (rng.random(capacity) < 0.7)
+    leaves[rng.integers(capacity)] = 1.0  # at least one positive leaf
+    tree.update(np.arange(capacity), leaves)
+    assert tree.total == pytest.approx(math.fsum(leaves), rel=1e-12)
+    queries = rng.random(500) * tree.total
+    found = tree.find(queries)
+    cums = np.concatenate([[0.0], np.cumsum(leaves)])
+    tol = 1e-9 * tree.total
+    assert (leaves[found] > 0).all()
+    assert (cums[found] <= queries + tol).all() and (queries < cums[found + 1] + tol).all()
+
+
+def test_root_stays_exact_after_a_million_updates():
+    """Parents are recomputed from children, never incremented, so 10^6 updates leave no drift."""
+    rng = np.random.default_rng(0)
+    capacity = 10_000
+    tree = SumTree(capacity)
+    for _ in range(1000):
+        tree.update(rng.integers(0, capacity, 1000), rng.exponential(size=1000) * 10.0 ** rng.integers(-6, 6))
+    exact = math.fsum(tree.get(np.arange(capacity)))
+    assert abs(tree.total - exact) <= 1e-9 * exact
+
+
+def test_stratified_search_hits_each_segment():
+    """With uniforms u_k, query k is (k + u_k) * total / B: equal leaves come back in order, one per segment."""
+    tree = SumTree(8)
+    tree.update(np.arange(8), np.full(8, 2.0))
+    idx, prio = tree.sample_stratified(np.array([0.0, 0.5, 0.999999, 0.25, 0.0, 0.0, 0.0, 0.999999]))
+    assert idx.tolist() == list(range(8))
+    assert prio.tolist() == [2.0] * 8
+
+
+def test_state_dict_round_trip():
+    tree = SumTree(6)
+    tree.update(np.arange(6), np.array([0.5, 0.0, 3.0, 1.0, 0.0, 2.0]))
+    other = SumTree(6)
+    other.load_state_dict(tree.state_dict())
+    np.testing.assert_array_equal(other._sums, tree._sums)
+    np.testing.assert_array_equal(other._mins, tree._mins)
+    with pytest.raises(ValueError, match="capacity 6"):
+        SumTree(7).load_state_dict(tree.state_dict())
+
+
+@pytest.mark.parametrize("capacity", [0, -3, 2.5, True, "8"])
+def test_bad_capacity(capacity):
+    with pytest.raises(ValueError, match="capacity must be a positive integer"):
+        SumTree(capacity)
+
+
+@pytest.mark.parametrize(
+    ("indices", "priorities", "match"),
+    [
+        ([0, 1], [1.0, float("nan")], "priority nan at index 1"),
+        ([0, 1], [float("inf"), 1.0], "priority inf at index 0"),
+        ([2], [-0.5], "priority -0.5 at index 2"),
+        ([4], [1.0], "index 4 .* outside"),
+        ([-1], [1.0], "index -1 .* outside"),
+        ([0, 1], [1.0], "same 1-D shape"),
+        ([0.0], [1.0], "integer array"),
+    ],
+)
+def test_bad_update_raises_and_changes_nothing(indices, priorities, match):
+    tree = SumTree(4)
+    tree.update(np.arange(4), np.array([1.0, 2.0, 3.0, 4.0]))
+    before = tree._sums.copy()
+    with pytest.raises(ValueError, match=match):
+        tree.update(np.array(indices), np.array(priorities))
+    np.testing.assert_array_equal(tree._sums, before)
+
+
+def test_bad_find():
+    tree = SumTree(4)
+    with pytest.raises(ValueError, match="total priority is 0"):
+        tree.find(np.array([0.0]))
+    tree.update(np.arange(4), np.ones(4))
+    for x in (-0.1, 4.0, 5.0, float("nan")):
+        with pytest.raises(ValueError, match=r"outside \[0, total=4.0\)"):
+            tree.find(np.array([x]))
+    with pytest.raises(ValueError, match="outside"):
+        tree.get(np.array([4]))
