@@ -72,9 +72,18 @@ class ReplayBuffer:
         all rows are consecutive steps of stream 0; a vectorised env step passes ``np.arange(num_envs)``)."""
         self._notify(*self.storage.add_batch(obs, action, reward, next_obs, terminated, truncated, env_ids))
 
+    def truncate_streams(self) -> None:
+        """End every environment stream as truncated (see ``TransitionStorage.truncate_streams``)."""
+        self._notify(*self.storage.truncate_streams())
+
     def _notify(self, written: np.ndarray, evicted: np.ndarray) -> None:
+        """Tell the sampler which slots changed. One batch can write a slot and evict it again (or the reverse),
+        so what counts is each slot's state at the end: valid slots were written, the others are empty."""
         if evicted.size:
-            self.sampler.on_evict(evicted)
+            valid = self.storage.valid(evicted)
+            self.sampler.on_evict(evicted[~valid])
+            if valid.any():
+                written = written[self.storage.valid(written)]
         if written.size:
             self.sampler.on_write(written)
 
