@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from rlfocal.replay.samplers import LAPSampler, PrioritizedSampler, UniformSampler, to_numpy
+from rlfocal.replay.samplers import LAPSampler, PrioritizedSampler, UniformSampler
 from rlfocal.replay.storage import TransitionStorage
 
 
@@ -135,17 +135,21 @@ class ReplayBuffer:
         return self._pinned[batch_size]
 
     def update_priorities(self, indices, td_errors) -> None:
-        """Feed back the TD errors of a sampled batch (a no-op for uniform sampling, but still validated)."""
-        slots = np.asarray(indices.detach().cpu() if hasattr(indices, "detach") else indices)
-        if slots.ndim != 1 or not np.issubdtype(slots.dtype, np.integer):
+        """Feed back the TD errors of a sampled batch (numpy arrays or torch tensors on any device). Validated
+        even for uniform sampling, where it changes nothing: a NaN there is still a bug worth stopping on."""
+        slots, td = _host(indices), _host(td_errors).reshape(-1)
+        if slots.ndim != 1 or slots.dtype.kind not in "iu":
             raise ValueError(f"indices must be a 1-D integer array, got shape {slots.shape}, dtype {slots.dtype}")
-        td = to_numpy(td_errors, "td_errors")
         if td.shape != slots.shape:
-            raise ValueError(f"td_errors has {td.shape[0]} values for {slots.shape[0]} indices")
-        valid = self.storage.valid(slots)
-        if not valid.all():
-            bad = int(slots[~valid][0])
-            raise ValueError(f"index {bad} does not hold a transition (buffer holds {len(self)} of {self.capacity})")
+            raise ValueError(f"td_errors has {td.size} values for {slots.size} indices")
+        if td.dtype.kind != "f":
+            td = td.astype(np.float64)
+        slots = slots.astype(np.int64, copy=False)
+        bad = self.storage.first_invalid(slots)
+        if bad >= 0:
+            raise ValueError(
+                f"index {slots[bad]} does not hold a transition (buffer holds {len(self)} of {self.capacity})"
+            )
         self.sampler.update_priorities(slots, td)
 
     def stats(self) -> dict[str, float]:
@@ -163,6 +167,11 @@ class ReplayBuffer:
         self.storage.load_state_dict(state["storage"])
         self.sampler.load_state_dict(state["sampler"])
         self.rng.bit_generator.state = state["rng"]
+
+
+def _host(x) -> np.ndarray:
+    """A numpy view of a numpy array, sequence or torch tensor (copied to the host if it lives on a device)."""
+    return np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
 
 
 class UniformReplay(ReplayBuffer):

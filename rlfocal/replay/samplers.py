@@ -13,15 +13,10 @@ import numpy as np
 from rlfocal.replay.sumtree import SumTree
 
 
-def to_numpy(x, name: str) -> np.ndarray:
-    """A 1-D float64 copy of ``x`` (numpy array, list or torch tensor on any device)."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x, dtype=np.float64).reshape(-1)
-    if not np.isfinite(x).all():
-        bad = int(np.flatnonzero(~np.isfinite(x))[0])
-        raise ValueError(f"{name} must be finite, got {x[bad]} at position {bad}")
-    return x
+def check_finite(errors: np.ndarray) -> None:
+    if not np.isfinite(errors).all():
+        bad = int(np.flatnonzero(~np.isfinite(errors))[0])
+        raise ValueError(f"td_errors must be finite, got {errors[bad]} at position {bad}")
 
 
 class UniformSampler:
@@ -43,7 +38,7 @@ class UniformSampler:
         return slots, np.ones(batch_size, dtype=np.float32)
 
     def update_priorities(self, slots: np.ndarray, td_errors: np.ndarray) -> None:
-        pass
+        check_finite(td_errors)  # nothing to update, but a NaN is still a bug worth stopping on
 
     def stats(self) -> dict[str, float]:
         return {}
@@ -108,9 +103,9 @@ class PrioritizedSampler:
         _check_range("beta", value, 0.0, 1.0)
         self._beta = float(value)
 
-    def _priority(self, abs_td: np.ndarray) -> np.ndarray:
-        """Raw priority p_i before the exponent."""
-        return abs_td + self.eps
+    # raw priority p_i = max(|δ_i| + _add, _floor) before the exponent: PER adds ε, LAP floors at m
+    _add = property(lambda self: self.eps)
+    _floor = 0.0
 
     def _weights(self, priorities: np.ndarray) -> np.ndarray:
         # (N P(i))^-β / max_j (N P(j))^-β = (p_i / p_min)^-β: N and the total cancel.
@@ -118,10 +113,10 @@ class PrioritizedSampler:
         return (priorities / p_min) ** -self._beta
 
     def on_write(self, slots: np.ndarray) -> None:
-        self.tree.update(slots, np.full(slots.shape[0], self.max_priority**self.alpha))
+        self.tree._update_trusted(slots, np.full(slots.shape[0], self.max_priority**self.alpha))
 
     def on_evict(self, slots: np.ndarray) -> None:
-        self.tree.update(slots, np.zeros(slots.shape[0]))
+        self.tree._update_trusted(slots, np.zeros(slots.shape[0]))
 
     def sample(self, batch_size: int, start: int, size: int, rng: np.random.Generator):
         slots, priorities = self.tree.sample_stratified(rng.random(batch_size))
@@ -133,10 +128,8 @@ class PrioritizedSampler:
         return slots, weights
 
     def update_priorities(self, slots: np.ndarray, td_errors: np.ndarray) -> None:
-        raw = self._priority(np.abs(td_errors))
-        self.tree.update(slots, raw**self.alpha)
-        if raw.size:
-            self.max_priority = max(self.max_priority, float(raw.max()))
+        raw_max = self.tree.set_from_errors(slots, td_errors, self._add, self._floor, self.alpha)
+        self.max_priority = max(self.max_priority, raw_max)
 
     def stats(self) -> dict[str, float]:
         return {"beta": self._beta, "priority_max": self.max_priority, "priority_total": self.tree.total}
@@ -170,8 +163,8 @@ class LAPSampler(PrioritizedSampler):
         self.min_priority = float(min_priority)
         self.max_priority = self.min_priority
 
-    def _priority(self, abs_td: np.ndarray) -> np.ndarray:
-        return np.maximum(abs_td, self.min_priority)
+    _add = 0.0
+    _floor = property(lambda self: self.min_priority)
 
     def _weights(self, priorities: np.ndarray) -> np.ndarray:
         return np.ones_like(priorities)

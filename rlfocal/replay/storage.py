@@ -23,6 +23,17 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def _first_outside(slots, start, size, capacity):  # pragma: no cover - compiled
+    """Position of the first slot outside the stored window ``[start, start + size)`` (mod capacity), or -1."""
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        if s < 0 or s >= capacity or (s - start) % capacity >= size:
+            return i
+    return -1
 
 
 @dataclass
@@ -119,6 +130,10 @@ class TransitionStorage:
             arrays += [self.frames, self.frame_ids, self.first_frame]
         return sum(a.nbytes for a in arrays)
 
+    def first_invalid(self, slots: np.ndarray) -> int:
+        """Position of the first int64 slot that holds no transition, or -1 (one compiled pass)."""
+        return int(_first_outside(slots, self.start, self.size, self.capacity))
+
     def valid(self, slots: np.ndarray) -> np.ndarray:
         """Mask of slots that currently hold a transition."""
         return (slots >= 0) & (slots < self.capacity) & ((slots - self.start) % self.capacity < self.size)
@@ -191,25 +206,29 @@ class TransitionStorage:
         return np.asarray(written, dtype=np.int64), np.asarray(evicted, dtype=np.int64)
 
     def _write_rows(self, obs, action, reward, next_obs, term) -> np.ndarray:
-        """Vectorised path for 1-step transitions without frame stacking."""
+        """Vectorised path for 1-step transitions without frame stacking: at most two contiguous slice copies."""
+        c = self.capacity
+        if obs.shape[0] > c:  # only the newest `capacity` rows survive
+            self._write_rows(obs[:-c], action[:-c], reward[:-c], next_obs[:-c], term[:-c])
+            obs, action, reward, next_obs, term = obs[-c:], action[-c:], reward[-c:], next_obs[-c:], term[-c:]
         b = obs.shape[0]
-        if b > self.capacity:  # only the newest `capacity` rows survive
-            self._write_rows(obs[:-self.capacity], action[:-self.capacity], reward[:-self.capacity],
-                             next_obs[:-self.capacity], term[:-self.capacity])  # fmt: skip
-            obs, action, reward = obs[-self.capacity :], action[-self.capacity :], reward[-self.capacity :]
-            next_obs, term = next_obs[-self.capacity :], term[-self.capacity :]
-            b = self.capacity
-        pos = (self.start + self.size + np.arange(b)) % self.capacity
-        self.obs[pos] = obs
-        self.next_obs[pos] = next_obs
-        self.actions[pos] = action
-        self.rewards[pos] = reward
-        self.discounts[pos] = np.where(term, 0.0, self.gamma)
-        self.terminated[pos] = term
-        overflow = max(0, self.size + b - self.capacity)
-        self.start = (self.start + overflow) % self.capacity
-        self.size = min(self.capacity, self.size + b)
-        return pos
+        first = (self.start + self.size) % c
+        done = 0
+        while done < b:
+            lo = (first + done) % c
+            n = min(b - done, c - lo)
+            rows, dst = slice(done, done + n), slice(lo, lo + n)
+            self.obs[dst] = obs[rows]
+            self.next_obs[dst] = next_obs[rows]
+            self.actions[dst] = action[rows]
+            self.rewards[dst] = reward[rows]
+            self.discounts[dst] = np.where(term[rows], 0.0, self.gamma)
+            self.terminated[dst] = term[rows]
+            done += n
+        overflow = max(0, self.size + b - c)
+        self.start = (self.start + overflow) % c
+        self.size = min(c, self.size + b)
+        return (first + np.arange(b)) % c
 
     def _add_one(self, obs, action, reward, next_obs, term, trunc, env_id, written, evicted) -> None:
         stream = self._streams.get(env_id)

@@ -27,18 +27,54 @@ def _first_bad_update(indices, priorities, capacity):  # pragma: no cover - comp
 
 @njit(cache=True)
 def _set_leaves(sums, mins, leaf0, indices, priorities):  # pragma: no cover - compiled
-    """Write leaves in order (the last write of a duplicate index wins) and repair each one's ancestors."""
-    for i in range(indices.shape[0]):
+    """Write all leaves (the last write of a duplicate index wins), then repair their ancestors.
+
+    Ancestors are repaired per run of consecutive indices, level by level over the run's span, so a contiguous
+    block of k leaves (a bulk add) costs about 2k node updates instead of k log C.
+    """
+    n = indices.shape[0]
+    for i in range(n):
         node = indices[i] + leaf0
         p = priorities[i]
         sums[node] = p
         mins[node] = p if p > 0.0 else _INF  # zero leaves can never be sampled, so they do not bound the min
-        node >>= 1
-        while node >= 1:
-            left = node << 1
-            sums[node] = sums[left] + sums[left + 1]
-            mins[node] = min(mins[left], mins[left + 1])
-            node >>= 1
+    i = 0
+    while i < n:
+        j = i
+        while j + 1 < n and indices[j + 1] == indices[j] + 1:
+            j += 1
+        lo = (indices[i] + leaf0) >> 1
+        hi = (indices[j] + leaf0) >> 1
+        while lo >= 1:
+            for node in range(lo, hi + 1):
+                left = node << 1
+                sums[node] = sums[left] + sums[left + 1]
+                mins[node] = min(mins[left], mins[left + 1])
+            lo >>= 1
+            hi >>= 1
+        i = j + 1
+
+
+@njit(cache=True)
+def _set_priorities_from_errors(sums, mins, leaf0, indices, errors, eps, floor, alpha):  # pragma: no cover
+    """``p_i = max(|e_i| + eps, floor)^alpha`` written at ``indices`` (PER: floor 0; LAP: eps 0, floor m).
+
+    Returns the largest raw (pre-exponent) priority, or -(position + 1) of the first non-finite error, in which
+    case nothing is written.
+    """
+    n = indices.shape[0]
+    raw_max = 0.0
+    for i in range(n):
+        e = errors[i]
+        if not (e > -_INF and e < _INF):  # NaN fails both comparisons
+            return -(i + 1.0)
+        raw = max(abs(e) + eps, floor)
+        raw_max = max(raw_max, raw)
+    priorities = np.empty(n)
+    for i in range(n):
+        priorities[i] = max(abs(errors[i]) + eps, floor) ** alpha
+    _set_leaves(sums, mins, leaf0, indices, priorities)
+    return raw_max
 
 
 @njit(cache=True)
@@ -134,6 +170,22 @@ class SumTree:
                 raise ValueError(f"index {idx} (position {bad}) is outside [0, {self.capacity})")
             raise ValueError(f"priority {p} at index {idx} (position {bad}) is invalid: must be finite and >= 0")
         _set_leaves(self._sums, self._mins, self._leaf0, indices, priorities)
+
+    def _update_trusted(self, indices: np.ndarray, priorities: np.ndarray) -> None:
+        """``update`` without checks, for callers that guarantee valid int64 indices and priorities."""
+        _set_leaves(self._sums, self._mins, self._leaf0, indices, priorities)
+
+    def set_from_errors(self, indices: np.ndarray, errors: np.ndarray, eps: float, floor: float, alpha: float) -> float:
+        """Set ``p_i = max(|errors_i| + eps, floor)^alpha`` in one compiled pass; returns the largest raw priority.
+
+        ``indices`` must be valid int64 leaves (the caller checks them); a non-finite error raises ``ValueError``
+        and changes nothing.
+        """
+        result = _set_priorities_from_errors(self._sums, self._mins, self._leaf0, indices, errors, eps, floor, alpha)
+        if result < 0:
+            pos = int(-result) - 1
+            raise ValueError(f"td_errors must be finite, got {errors[pos]} at position {pos}")
+        return result
 
     def get(self, indices) -> np.ndarray:
         """Priorities of the given leaves."""

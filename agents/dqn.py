@@ -1,0 +1,113 @@
+"""DQN learner (Mnih et al. 2015) with double-Q (van Hasselt et al. 2016), dueling nets and n-step targets.
+
+The learner is sampler- and loss-agnostic: it takes a batch whose ``discounts`` already hold ``γ^m`` (0 where the
+episode terminated), a per-sample ``td_loss`` of the TD error, and importance weights, and it returns the
+per-sample TD errors so the caller can reprioritise. Every arm of the study is a (sampler, loss) pair chosen by
+configuration; nothing here knows which one it runs. Adam replaces Nature DQN's RMSProp, as in Dopamine and SB3.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass
+class LearnOutput:
+    """What one gradient step reports; tensors stay on the device (no host sync in the update)."""
+
+    loss: torch.Tensor  # scalar: mean of weights * per-sample loss
+    td_errors: torch.Tensor  # [B] δ = y − Q(s, a), detached: the caller's priority signal
+    q_mean: torch.Tensor  # scalar: mean Q(s, a) of the batch
+
+
+class DQN:
+    """Online and target Q-networks, Adam, and ε-greedy action selection."""
+
+    def __init__(
+        self,
+        q_net: nn.Module,
+        num_actions: int,
+        td_loss: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        lr: float = 1e-4,
+        adam_eps: float = 1e-8,
+        double: bool = True,
+        max_grad_norm: float | None = 10.0,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+    ) -> None:
+        self.device = torch.device(device)
+        self.q_net = q_net.to(self.device)
+        self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
+        self.num_actions = num_actions
+        self.td_loss = td_loss
+        self.double = double
+        self.max_grad_norm = max_grad_norm
+        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=lr, eps=adam_eps)
+        self.rng = np.random.default_rng(seed)
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)  # sticky: a loss was NaN/inf
+
+    def act(self, obs: np.ndarray, epsilon: float) -> int:
+        """ε-greedy action for one observation (the network is skipped for random actions)."""
+        if self.rng.random() < epsilon:
+            return int(self.rng.integers(self.num_actions))
+        return int(self.greedy(obs[None])[0])
+
+    @torch.inference_mode()
+    def greedy(self, obs: np.ndarray) -> np.ndarray:
+        """Greedy actions for a batch of observations ``[N, *obs_shape]``."""
+        q = self.q_net(torch.as_tensor(obs, device=self.device))
+        return q.argmax(dim=1).cpu().numpy()
+
+    def learn(self, batch) -> LearnOutput:
+        """One gradient step on ``mean_i w_i · td_loss(δ_i)``, ``δ_i = r_i + d_i · Q_target(s'_i, a*_i) − Q(s_i, a_i)``.
+
+        ``batch`` has torch fields obs, actions, rewards, next_obs, discounts, weights (see ``rlfocal.replay.Batch``).
+        """
+        q = self.q_net(batch.obs)  # [B, A]
+        q_sa = q.gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)  # [B]
+        with torch.no_grad():
+            next_q = self.target_net(batch.next_obs)  # [B, A]
+            if self.double:  # the online net picks a*, the target net evaluates it
+                next_a = self.q_net(batch.next_obs).argmax(dim=1, keepdim=True)
+            else:
+                next_a = next_q.argmax(dim=1, keepdim=True)
+            target = batch.rewards + batch.discounts * next_q.gather(1, next_a).squeeze(1)
+        td = target - q_sa
+        loss = (batch.weights * self.td_loss(td)).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.q_net.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        self.nonfinite |= ~torch.isfinite(loss.detach())
+        return LearnOutput(loss=loss.detach(), td_errors=td.detach(), q_mean=q_sa.detach().mean())
+
+    @torch.no_grad()
+    def update_target(self, tau: float = 1.0) -> None:
+        """Polyak update ``θ' ← τ θ + (1 − τ) θ'``; ``tau = 1`` is the hard copy of Mnih et al."""
+        if tau == 1.0:
+            self.target_net.load_state_dict(self.q_net.state_dict())
+            return
+        for target, online in zip(self.target_net.parameters(), self.q_net.parameters(), strict=True):
+            target.lerp_(online, tau)
+
+    def state_dict(self) -> dict:
+        return {
+            "q_net": self.q_net.state_dict(),
+            "target_net": self.target_net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.q_net.load_state_dict(state["q_net"])
+        self.target_net.load_state_dict(state["target_net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.bit_generator.state = state["rng"]

@@ -1,0 +1,97 @@
+"""Q-networks: an MLP for vector observations, the MinAtar CNN and the Nature DQN CNN, each with an optional
+dueling head (Wang et al. 2016, https://arxiv.org/abs/1511.06581)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class QHead(nn.Module):
+    """Linear Q-values, or dueling: ``Q = V + A − mean_a A`` (the mean, not the max, as in Wang et al. eq. 9)."""
+
+    def __init__(self, in_features: int, num_actions: int, hidden: int, dueling: bool) -> None:
+        super().__init__()
+        self.dueling = dueling
+        if dueling:
+            self.value = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+            self.advantage = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_actions))
+        else:
+            self.q = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_actions))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.dueling:
+            return self.q(x)
+        advantage = self.advantage(x)
+        return self.value(x) + advantage - advantage.mean(dim=1, keepdim=True)
+
+
+class MLP(nn.Module):
+    """Vector observations ``[B, *obs_shape]`` (flattened) -> ``[B, num_actions]``."""
+
+    def __init__(self, obs_shape: tuple[int, ...], num_actions: int, hidden: tuple[int, ...] = (64, 64),
+                 dueling: bool = False) -> None:  # fmt: skip
+        super().__init__()
+        if not hidden:
+            raise ValueError("MLP needs at least one hidden layer, got hidden=()")
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(obs_shape)
+        for h in hidden[:-1]:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.torso = nn.Sequential(*layers)
+        self.head = QHead(width, num_actions, hidden[-1], dueling)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.torso(obs.float()))
+
+
+class MinAtarCNN(nn.Module):
+    """Young & Tian 2019 (https://arxiv.org/abs/1903.03176): one 3×3 conv with 16 channels, then 128 units.
+
+    Input ``[B, C, 10, 10]`` with 0/1 entries (any dtype)."""
+
+    def __init__(self, obs_shape: tuple[int, ...], num_actions: int, dueling: bool = False) -> None:
+        super().__init__()
+        channels, height, width = obs_shape
+        self.torso = nn.Sequential(nn.Conv2d(channels, 16, 3, stride=1), nn.ReLU(), nn.Flatten())
+        self.head = QHead(16 * (height - 2) * (width - 2), num_actions, 128, dueling)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.torso(obs.float()))
+
+
+class NatureCNN(nn.Module):
+    """Mnih et al. 2015: convs 32×8×8/4, 64×4×4/2, 64×3×3/1, then 512 units. Input ``[B, 4, 84, 84]`` uint8."""
+
+    def __init__(self, obs_shape: tuple[int, ...], num_actions: int, dueling: bool = False) -> None:
+        super().__init__()
+        self.torso = nn.Sequential(
+            nn.Conv2d(obs_shape[0], 32, 8, stride=4),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            features = self.torso(torch.zeros(1, *obs_shape)).shape[1]
+        self.head = QHead(features, num_actions, 512, dueling)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.torso(obs.float() / 255.0))
+
+
+NETWORKS = {"mlp": MLP, "minatar": MinAtarCNN, "nature": NatureCNN}
+
+
+def make_network(kind: str, obs_shape: tuple[int, ...], num_actions: int, **kwargs) -> nn.Module:
+    """Build a Q-network by name; ``auto`` picks by observation rank (1-D: MLP, 10×10 images: MinAtar, else Nature)."""
+    if kind == "auto":
+        kind = "mlp" if len(obs_shape) == 1 else ("minatar" if tuple(obs_shape[1:]) == (10, 10) else "nature")
+    if kind not in NETWORKS:
+        raise ValueError(f"unknown network {kind!r}; choose one of {sorted(NETWORKS)} or 'auto'")
+    return NETWORKS[kind](tuple(obs_shape), num_actions, **kwargs)

@@ -1,0 +1,82 @@
+"""From validated config objects to the pieces of a run: replay buffer, TD loss, agent."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+
+from agents.dqn import DQN
+from agents.networks import make_network
+from rlfocal import losses
+from rlfocal.config import Config, LAPConfig, PERConfig
+from rlfocal.replay import LAPReplay, PrioritizedReplay, ReplayBuffer, UniformReplay
+
+
+def arm_name(cfg: Config) -> str:
+    """The study arm as a short label, e.g. ``per+huber`` or ``uniform+focal(gamma=2,tau=auto)``."""
+    loss = dataclasses.asdict(cfg.loss)
+    name = loss.pop("name")
+    salient = {"focal": ("gamma", "tau"), "mirror": ("alpha",), "pal": ("alpha",)}.get(name, ())
+    params = ",".join(f"{k}={loss[k]:g}" if isinstance(loss[k], float) else f"{k}={loss[k]}" for k in salient)
+    return f"{cfg.replay.kind}+{name}" + (f"({params})" if params else "")
+
+
+def make_replay(cfg: Config, obs_shape: tuple[int, ...], obs_dtype, total_updates: int) -> ReplayBuffer:
+    """The sampler named by ``cfg.replay`` over storage shaped for the environment (frame dedup for stacks)."""
+    r = cfg.replay
+    frame_stack = obs_shape[0] if len(obs_shape) == 3 and obs_shape[1:] == (84, 84) else 1
+    storage = dict(n_step=cfg.agent.n_step, gamma=cfg.agent.gamma, frame_stack=frame_stack)
+    if isinstance(r, PERConfig):
+        return PrioritizedReplay(
+            r.capacity, obs_shape, obs_dtype, r.alpha, r.beta, r.eps, cfg.seed,
+            beta_final=r.beta_final, beta_steps=max(1, total_updates) if r.anneal_beta else None,
+            is_norm=r.is_norm, **storage,
+        )  # fmt: skip
+    if isinstance(r, LAPConfig):
+        return LAPReplay(r.capacity, obs_shape, obs_dtype, r.alpha, r.min_priority, cfg.seed, **storage)
+    return UniformReplay(r.capacity, obs_shape, obs_dtype, cfg.seed, **storage)
+
+
+def make_td_loss(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Per-sample TD loss of δ from ``cfg.loss``; ``tau: auto`` tracks a running mean of the base loss."""
+    kwargs = dataclasses.asdict(cfg.loss)
+    fn = losses.TD_LOSSES[kwargs.pop("name")]
+    if kwargs.get("tau") == "auto":
+        running = losses.RunningMean()
+        base = losses.TD_LOSSES[kwargs["base"]]
+        base_kwargs = {"kappa": kwargs["kappa"]} if kwargs["base"] == "huber" else {}
+
+        def focal_auto(td: torch.Tensor) -> torch.Tensor:
+            tau = running.update(base(td.detach(), **base_kwargs).mean())
+            return fn(td, **{**kwargs, "tau": tau})
+
+        return focal_auto
+    return lambda td: fn(td, **kwargs)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for but CUDA is not available; use device=cpu or auto")
+    return torch.device(device)
+
+
+def make_agent(cfg: Config, obs_shape: tuple[int, ...], num_actions: int, device: torch.device) -> DQN:
+    a = cfg.agent
+    kwargs = {"hidden": tuple(a.hidden)} if a.network == "mlp" or (a.network == "auto" and len(obs_shape) == 1) else {}
+    torch.manual_seed(cfg.seed)
+    net = make_network(a.network, obs_shape, num_actions, dueling=a.dueling, **kwargs)
+    return DQN(
+        net, num_actions, make_td_loss(cfg), lr=a.lr, adam_eps=a.adam_eps, double=a.double,
+        max_grad_norm=a.max_grad_norm, device=device, seed=cfg.seed,
+    )  # fmt: skip
+
+
+def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
+    """Linear interpolation from ``start`` to ``end`` over ``duration`` steps, then ``end``."""
+    if duration <= 0:
+        return end
+    return start + (end - start) * min(1.0, t / duration)

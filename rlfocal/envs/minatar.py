@@ -1,0 +1,53 @@
+"""MinAtar (Young & Tian 2019): five miniature Atari games on a 10 x 10 grid.
+
+We use MinAtar's own gymnasium registration (`minatar.gym.register_envs()`, ids `MinAtar/<Game>-v1`, the minimal
+action set) with MinAtar's defaults: sticky actions with probability 0.1 and difficulty ramping. Keyword arguments
+`sticky_action_prob` and `difficulty_ramping` pass through to `minatar.Environment`.
+
+MinAtar returns a boolean (10, 10, C) array. `ChannelFirstUint8` turns it into a C-contiguous uint8 (C, 10, 10)
+array of 0/1: what a PyTorch CNN takes directly, and one byte per cell in replay.
+
+Quirks of minatar 1.0.15 worth knowing: its gym env seeds the game's RNG only when `reset` gets a seed (an
+unseeded game draws from OS entropy, so `make_env`'s first seeded reset matters); one RNG drives both the game and
+the sticky actions; the sticky "last action" is not cleared between episodes; and there is no time limit, so an
+agent that never loses can play forever (pass `max_episode_steps` to `make_env` to add one).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+MINATAR_IDS = (
+    "MinAtar/Asterix-v1",
+    "MinAtar/Breakout-v1",
+    "MinAtar/Freeway-v1",
+    "MinAtar/Seaquest-v1",
+    "MinAtar/SpaceInvaders-v1",
+)
+
+
+class ChannelFirstUint8(gym.ObservationWrapper):
+    """(H, W, C) 0/1 grid -> C-contiguous uint8 (C, H, W)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        height, width, channels = env.observation_space.shape
+        self.observation_space = gym.spaces.Box(0, 1, shape=(channels, height, width), dtype=np.uint8)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        """Move channels first and store one byte per cell."""
+        return np.ascontiguousarray(np.transpose(observation, (2, 0, 1)), dtype=np.uint8)
+
+
+def make_minatar(env_id: str, **kwargs: Any) -> gym.Env:
+    """Make `MinAtar/<Game>-v1` with a channel-first uint8 observation (C, 10, 10)."""
+    try:
+        import minatar.gym
+    except ImportError as err:
+        raise ImportError("MinAtar environments need the minatar package: pip install minatar") from err
+    if env_id not in gym.registry:  # registering twice would make gymnasium warn about overriding
+        minatar.gym.register_envs()
+    return ChannelFirstUint8(gym.make(env_id, **kwargs))

@@ -1,0 +1,46 @@
+"""Small wrappers shared by every environment family.
+
+`SeedOnFirstReset` is how `make_env` makes an environment deterministic without resetting it early: the first
+`reset()` that the caller makes without a seed is given `seed`, so `make_env(name, s).reset()` is exactly
+`gymnasium.make(...).reset(seed=s)`. Later resets without a seed continue the environment's own RNG, as gymnasium
+intends (re-seeding every episode would replay the same episode). `make_env` also seeds `action_space` and
+`observation_space`, so `action_space.sample()` is reproducible too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+class SeedOnFirstReset(gym.Wrapper):
+    """Pass `seed` to the first `reset()` that is called without one (an explicit seed always wins)."""
+
+    def __init__(self, env: gym.Env, seed: int) -> None:
+        super().__init__(env)
+        self._pending_seed: int | None = int(seed)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        """Reset, using the stored seed if this is the first reset and the caller gave none."""
+        if seed is None:
+            seed = self._pending_seed
+        self._pending_seed = None
+        return self.env.reset(seed=seed, options=options)
+
+
+class Float32Observation(gym.ObservationWrapper):
+    """Cast a Box observation to float32, the dtype our networks and replay expect for vector observations."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        space = env.observation_space
+        assert isinstance(space, gym.spaces.Box), f"expected a Box observation space, got {space}"
+        self.observation_space = gym.spaces.Box(
+            low=space.low.astype(np.float32), high=space.high.astype(np.float32), dtype=np.float32
+        )
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        """Return the observation as a float32 array."""
+        return np.asarray(observation, dtype=np.float32)

@@ -1,0 +1,224 @@
+"""Run logging: the one place metric names live. CSV always, wandb when asked (offline by default), a progress
+line, and at the end a learning-curve PNG and a one-screen summary.
+
+Metrics (x-axis ``global_step``, environment steps):
+
+- ``charts/episodic_return``, ``charts/episodic_length``: mean over training episodes finished since the last row
+  (training rewards, so clipped on Atari); ``charts/episodes``: episodes finished so far
+- ``charts/epsilon``: exploration ε; ``charts/SPS``: environment steps per second since the last row
+- ``losses/td_loss``: mean weighted TD loss of the last gradient step; ``losses/q_values``: its mean Q(s, a);
+  ``losses/td_abs``: its mean |δ|
+- ``replay/size``; ``replay/beta``, ``replay/priority_max`` (PER/LAP); ``replay/is_weight_min``: the smallest IS
+  weight of the last batch (1 = no correction)
+- ``eval/return``, ``eval/return_std``: greedy evaluation (unclipped rewards, no episodic life)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+COLUMNS = (
+    "global_step",
+    "charts/episodic_return",
+    "charts/episodic_length",
+    "charts/episodes",
+    "charts/epsilon",
+    "charts/SPS",
+    "losses/td_loss",
+    "losses/q_values",
+    "losses/td_abs",
+    "replay/size",
+    "replay/beta",
+    "replay/priority_max",
+    "replay/is_weight_min",
+    "eval/return",
+    "eval/return_std",
+)
+
+
+class CSVLog:
+    """``metrics.csv`` with fixed columns; on resume, rows after the checkpoint's step are dropped."""
+
+    def __init__(self, path: Path, resume_step: int | None) -> None:
+        self.path = path
+        rows = []
+        if resume_step is not None and path.exists():
+            with path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(float(r["global_step"])) <= resume_step]
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+        self._file = path.open("a", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS)
+
+    def write(self, row: dict[str, float]) -> None:
+        self._writer.writerow({k: _fmt(v) for k, v in row.items() if k in COLUMNS})
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _fmt(v: float) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.6g}"
+
+
+class WandbLog:
+    """wandb run, offline unless ``mode='online'``; grouped by arm so seeds aggregate into mean ± CI curves."""
+
+    def __init__(self, run_dir: Path, project: str, group: str, name: str, mode: str, config: dict,
+                 run_id: str | None) -> None:  # fmt: skip
+        os.environ.setdefault("WANDB_MODE", mode)
+        os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb
+
+        self.run = wandb.init(
+            project=project, group=group, name=name, config=config, dir=str(run_dir), id=run_id,
+            resume="allow", mode=os.environ["WANDB_MODE"], job_type="train",
+        )  # fmt: skip
+        self.run.define_metric("global_step")
+        self.run.define_metric("*", step_metric="global_step")
+        self.run_id = self.run.id
+
+    def write(self, row: dict[str, float]) -> None:
+        self.run.log({k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))})
+
+    def close(self) -> None:
+        self.run.finish(quiet=True)
+
+
+class Progress:
+    """A carriage-return status line on a terminal; a plain line per update otherwise (log files, sweeps)."""
+
+    def __init__(self, total: int, start: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self.tty = sys.stdout.isatty()
+        self.t0, self.s0 = time.perf_counter(), start
+
+    def update(self, step: int, recent_return: float) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.t0
+        sps = (step - self.s0) / max(elapsed, 1e-9)
+        eta = (self.total - step) / max(sps, 1e-9)
+        pct = 100.0 * step / self.total
+        line = (f"{step:>9,}/{self.total:,} steps ({pct:5.1f}%) | {sps:7,.0f} SPS | "
+                f"return {recent_return:8.2f} | ETA {_hms(eta)}")  # fmt: skip
+        if self.tty:
+            print("\r" + line, end="", flush=True)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            print()
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class RunLogger:
+    """Fans a metrics row out to CSV (always) and wandb (``kind='wandb'``), and drives the progress line."""
+
+    def __init__(self, run_dir: Path, cfg, arm: str, config_dict: dict, resume_step: int | None,
+                 state: dict | None = None) -> None:  # fmt: skip
+        self.csv = CSVLog(run_dir / "metrics.csv", resume_step)
+        self.wandb = None
+        self.state = dict(state or {})  # what a resumed run needs again (the wandb run id)
+        if cfg.logger.kind == "wandb":
+            self.wandb = WandbLog(run_dir, cfg.logger.project, cfg.logger.group or arm, f"{arm}-s{cfg.seed}",
+                                  cfg.logger.mode, config_dict, self.state.get("wandb_id"))  # fmt: skip
+            self.state["wandb_id"] = self.wandb.run_id
+        self.progress = Progress(cfg.total_steps, resume_step or 0, cfg.progress)
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.csv.write(row)
+        if self.wandb is not None:
+            self.wandb.write(row)
+        recent = row.get("charts/episodic_return", math.nan)
+        self.progress.update(int(row["global_step"]), recent)
+
+    def close(self) -> None:
+        self.progress.close()
+        self.csv.close()
+        if self.wandb is not None:
+            self.wandb.close()
+
+
+def read_metrics(path: Path) -> dict[str, list[float]]:
+    """Columns of a ``metrics.csv`` as float lists (empty cells become NaN)."""
+    with Path(path).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {c: [float(r[c]) if r.get(c) else math.nan for r in rows] for c in COLUMNS}
+
+
+def plot_curve(metrics_path: Path, out_path: Path, title: str) -> None:
+    """``curve.png``: training episodic return (and greedy evaluation return) against environment steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = read_metrics(metrics_path)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, style, label in (
+        ("charts/episodic_return", "-", "training episodes"),
+        ("eval/return", "o-", "greedy eval"),
+    ):
+        pts = [(s, v) for s, v in zip(m["global_step"], m[key], strict=True) if not math.isnan(v)]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), style, ms=3, label=label)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("episodic return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+
+
+def summarize(metrics_path: Path, extra: dict[str, Any]) -> dict[str, Any]:
+    """Final numbers of a run: last and best evaluation, last training return, steps."""
+    m = read_metrics(metrics_path)
+
+    def last(key: str) -> float:
+        vals = [v for v in m[key] if not math.isnan(v)]
+        return vals[-1] if vals else math.nan
+
+    evals = [v for v in m["eval/return"] if not math.isnan(v)]
+    summary = {
+        "final_eval_return": last("eval/return"),
+        "best_eval_return": max(evals) if evals else math.nan,
+        "last_train_return": last("charts/episodic_return"),
+        "episodes": last("charts/episodes"),
+        "global_step": last("global_step"),
+        **extra,
+    }
+    return summary
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    width = max(len(k) for k in summary)
+    print("-" * 60)
+    for k, v in summary.items():
+        print(f"{k:<{width}}  {v:,.2f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    print("-" * 60)
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)

@@ -1,0 +1,214 @@
+"""``python -m rlfocal.train env=... replay=... loss=...``: train one arm of the study on one environment.
+
+The loop reads top to bottom, as in CleanRL: act → store → sample → learn → update priorities → log. The run
+directory (Hydra's; ``hydra.run.dir=...`` sets it) receives ``config.yaml``, ``metrics.csv``, ``checkpoints/``,
+and at the end ``curve.png`` and ``summary.json``. SIGTERM/SIGINT write a checkpoint and exit; ``resume=true``
+continues from it to the same ``total_steps``; a NaN/inf loss stops the run and keeps the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from rlfocal import logging as runlog
+from rlfocal.builders import arm_name, linear_schedule, make_agent, make_replay, resolve_device
+from rlfocal.checkpoint import load_checkpoint, save_checkpoint
+from rlfocal.config import Config, ConfigError, register_configs, validate
+from rlfocal.envs import make_env
+
+
+class NonFiniteLoss(RuntimeError):
+    """The TD loss or TD errors became NaN/inf."""
+
+
+@dataclass
+class Counters:
+    """What a checkpoint must restore besides the agent and the replay."""
+
+    global_step: int = 0
+    updates: int = 0
+    episodes: int = 0
+    logger: dict = field(default_factory=dict)
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; the loop checks it once per step and stops at a clean point."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+
+
+def evaluate(agent, env, episodes: int, epsilon: float) -> tuple[float, float]:
+    """Mean and std of the return of the ε-greedy policy over whole episodes."""
+    returns = []
+    for _ in range(episodes):
+        obs, _ = env.reset()
+        done, total = False, 0.0
+        while not done:
+            obs, reward, term, trunc, _ = env.step(agent.act(obs, epsilon))
+            total += float(reward)
+            done = term or trunc
+        returns.append(total)
+    return float(np.mean(returns)), float(np.std(returns))
+
+
+def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
+    """Train to ``cfg.total_steps`` environment steps; returns the summary."""
+    torch.set_num_threads(cfg.torch_threads)
+    device = resolve_device(cfg.device)
+    env = make_env(cfg.env.name, cfg.seed, train=True, **cfg.env.kwargs)
+    eval_env = make_env(cfg.env.name, cfg.seed + 10_000, train=False, **cfg.env.kwargs)
+    obs_shape, obs_dtype = env.observation_space.shape, env.observation_space.dtype
+    a = cfg.agent
+    total_updates = max(0, cfg.total_steps - a.learning_starts) // a.train_freq
+    buffer = make_replay(cfg, obs_shape, obs_dtype, total_updates)
+    agent = make_agent(cfg, obs_shape, int(env.action_space.n), device)
+    arm = arm_name(cfg)
+    prioritized = cfg.replay.kind != "uniform"
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    counters, resume_step = Counters(), None
+    if cfg.resume and ckpt_path.exists():
+        counters = Counters(**load_checkpoint(ckpt_path, agent, buffer))
+        resume_step = counters.global_step
+        buffer.truncate_streams()  # the interrupted episode ends here; fresh environments follow
+        print(f"resuming {run_dir} at step {resume_step:,} of {cfg.total_steps:,}")
+    elif cfg.resume:
+        print(f"resume=true but no checkpoint at {ckpt_path}: starting from scratch")
+    OmegaConf.save(OmegaConf.create(config_dict), run_dir / "config.yaml")
+    log = runlog.RunLogger(run_dir, cfg, arm, config_dict, resume_step, counters.logger)
+    counters.logger = log.state
+
+    def checkpoint() -> None:
+        if bool(agent.nonfinite):
+            raise NonFiniteLoss("loss became NaN/inf")
+        save_checkpoint(ckpt_path, agent, buffer if cfg.save_replay else None, vars(counters))
+
+    stop = StopFlag()
+    obs, _ = env.reset(seed=cfg.seed + counters.global_step) if counters.global_step else env.reset()
+    window_returns: list[float] = []
+    window_lengths: list[int] = []
+    last_eval = (math.nan, math.nan)
+    last_learn, last_weights = None, None
+    t_window, s_window = time.perf_counter(), counters.global_step
+    eps_steps = int(a.eps_fraction * cfg.total_steps)
+    step = counters.global_step
+    try:
+        while step < cfg.total_steps and stop.signum is None:
+            # act and store
+            epsilon = 1.0 if step < a.learning_starts else linear_schedule(a.eps_start, a.eps_end, eps_steps, step)
+            action = agent.act(obs, epsilon)
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            buffer.add(obs, action, reward, next_obs, terminated, truncated)
+            obs = next_obs
+            if "episode" in info:  # a whole game ended: raw score, even where training sees clipped per-life rewards
+                window_returns.append(float(info["episode"]["r"]))
+                window_lengths.append(int(info["episode"]["l"]))
+                counters.episodes += 1
+            if terminated or truncated:
+                obs, _ = env.reset()
+            step += 1
+            counters.global_step = step
+
+            # ALGO LOGIC: sample, learn, feed the TD errors back to the sampler
+            if step > a.learning_starts and step % a.train_freq == 0 and len(buffer) >= a.batch_size:
+                batch = buffer.sample_torch(a.batch_size, device)
+                last_learn, last_weights = agent.learn(batch), batch.weights
+                counters.updates += 1
+                if prioritized:
+                    try:
+                        buffer.update_priorities(batch.indices, last_learn.td_errors)
+                    except ValueError as err:
+                        raise NonFiniteLoss(str(err)) from None
+            if step % a.target_update_period == 0:
+                agent.update_target(a.tau)
+
+            # evaluate, log, checkpoint
+            if cfg.eval_every and step % cfg.eval_every == 0:
+                last_eval = evaluate(agent, eval_env, cfg.eval_episodes, cfg.eval_epsilon)
+            if step % cfg.logger.log_every == 0 or step == cfg.total_steps:
+                if bool(agent.nonfinite):
+                    raise NonFiniteLoss("loss became NaN/inf")
+                now = time.perf_counter()
+                row = {
+                    "global_step": step,
+                    "charts/episodic_return": float(np.mean(window_returns)) if window_returns else math.nan,
+                    "charts/episodic_length": float(np.mean(window_lengths)) if window_lengths else math.nan,
+                    "charts/episodes": counters.episodes,
+                    "charts/epsilon": epsilon,
+                    "charts/SPS": (step - s_window) / max(now - t_window, 1e-9),
+                    "replay/size": len(buffer),
+                    "eval/return": last_eval[0],
+                    "eval/return_std": last_eval[1],
+                }
+                if last_learn is not None:
+                    row.update({
+                        "losses/td_loss": float(last_learn.loss),
+                        "losses/q_values": float(last_learn.q_mean),
+                        "losses/td_abs": float(last_learn.td_errors.abs().mean()),
+                        "replay/is_weight_min": float(last_weights.min()),
+                    })  # fmt: skip
+                row.update({f"replay/{k}": v for k, v in buffer.stats().items()})
+                log.write(row)
+                window_returns, window_lengths, last_eval = [], [], (math.nan, math.nan)
+                t_window, s_window = now, step
+            if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
+                checkpoint()
+    except NonFiniteLoss as err:
+        log.close()
+        good = f"the last good checkpoint is {ckpt_path}" if ckpt_path.exists() else "no checkpoint was written"
+        print(f"\nstopped at step {step:,}: {err}. Lower agent.lr or check the loss settings; {good}.", file=sys.stderr)
+        raise SystemExit(1) from None
+
+    if stop.signum is not None:
+        checkpoint()
+        log.close()
+        name = signal.Signals(stop.signum).name
+        print(f"\n{name} at step {step:,}: checkpoint written to {ckpt_path}; continue with resume=true")
+        raise SystemExit(128 + stop.signum)
+
+    log.close()
+    env.close()
+    eval_env.close()
+    runlog.plot_curve(run_dir / "metrics.csv", run_dir / "curve.png", f"{cfg.env.name}: {arm}, seed {cfg.seed}")
+    summary = runlog.summarize(run_dir / "metrics.csv", {"arm": arm, "env": cfg.env.name, "seed": cfg.seed,
+                                                         "run_dir": str(run_dir)})  # fmt: skip
+    runlog.write_json(run_dir / "summary.json", summary)
+    runlog.print_summary(summary)
+    return summary
+
+
+register_configs()
+
+
+@hydra.main(config_path="pkg://rlfocal.configs", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    try:
+        config = validate(cfg)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    summary = run(config, run_dir, OmegaConf.to_container(cfg, resolve=True))
+    return summary["final_eval_return"]
+
+
+if __name__ == "__main__":
+    main()

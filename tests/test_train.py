@@ -1,0 +1,166 @@
+"""The training entry point: every arm runs, configs are validated, runs are deterministic, resume after a kill
+reaches the same final step, and a NaN loss stops the run cleanly."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from rlfocal import builders
+from rlfocal.config import register_configs, validate
+from rlfocal.train import run
+
+ARMS = [  # DESIGN.md §2: every arm is a (sampler, loss) pair
+    ("uniform", "huber"),
+    ("per", "huber"),
+    ("uniform", "focal"),
+    ("per", "focal"),
+    ("uniform", "mirror"),
+    ("lap", "huber"),
+    ("uniform", "pal"),
+]
+TINY = ["total_steps=300", "agent.learning_starts=100", "agent.batch_size=32", "eval_every=150", "eval_episodes=2",
+        "logger=csv", "logger.log_every=50", "checkpoint_every=150", "progress=false", "device=cpu"]  # fmt: skip
+
+
+def composed(overrides: list[str]):
+    register_configs()
+    with initialize_config_module("rlfocal.configs", version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def train(tmp_path: Path, overrides: list[str]) -> dict:
+    cfg = composed(TINY + overrides)
+    return run(validate(cfg), tmp_path, OmegaConf.to_container(cfg, resolve=True))
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize(("replay", "loss"), ARMS)
+def test_every_arm_trains_on_cartpole(tmp_path, replay, loss):
+    summary = train(tmp_path, [f"replay={replay}", f"loss={loss}"])
+    assert summary["global_step"] == 300
+    metrics = rows(tmp_path / "metrics.csv")
+    assert [int(r["global_step"]) for r in metrics] == list(range(50, 301, 50))
+    assert float(metrics[-1]["losses/td_loss"]) >= 0
+    if replay == "per":
+        assert 0.4 < float(metrics[-1]["replay/beta"]) <= 1.0
+    for name in ("config.yaml", "curve.png", "summary.json", "checkpoints/last.pt"):
+        assert (tmp_path / name).exists(), name
+
+
+@pytest.mark.parametrize(("replay", "loss"), [("uniform", "huber"), ("per", "focal")])
+def test_minatar_smoke(tmp_path, replay, loss):
+    summary = train(tmp_path, ["env=minatar/breakout", f"replay={replay}", f"loss={loss}", "total_steps=300",
+                               "agent.learning_starts=100"])  # fmt: skip
+    assert summary["global_step"] == 300
+
+
+def test_same_seed_same_run(tmp_path):
+    """On CPU a fixed seed reproduces every logged number except wall-clock speed."""
+    logs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        train(tmp_path / name, ["replay=per", "loss=focal", f"seed={seed}"])
+        logs[name] = [{k: v for k, v in r.items() if k != "charts/SPS"} for r in rows(tmp_path / name / "metrics.csv")]
+    assert logs["a"] == logs["b"]
+    assert [r["losses/td_loss"] for r in logs["a"]] != [r["losses/td_loss"] for r in logs["c"]]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("agent.lr=-1", "agent.lr=-1.0 is not allowed: must be > 0"),
+        ("replay=per replay.beta=1.5", "replay.beta=1.5 is not allowed: must be in [0, 1]"),
+        ("loss=focal loss.gamma=-2", "loss.gamma=-2.0 is not allowed: must be >= 0"),
+        ("total_steps=0", "total_steps=0 is not allowed: must be an integer >= 1"),
+    ],
+)
+def test_bad_config_values_fail_in_one_line(tmp_path, override, message):
+    out = subprocess.run(
+        [sys.executable, "-m", "rlfocal.train", *override.split(), f"hydra.run.dir={tmp_path}", "logger=none"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"config error: {message}"
+
+
+@pytest.mark.parametrize(("override", "message"), [("loss.gama=1", "Could not override 'loss.gama'"),
+                                                   ("env=cartpol", "Could not find 'env/cartpol'")])  # fmt: skip
+def test_typos_are_rejected_by_hydra(tmp_path, override, message):
+    out = subprocess.run([sys.executable, "-m", "rlfocal.train", override, f"hydra.run.dir={tmp_path}"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode != 0 and message in out.stderr
+
+
+def _train_cmd(run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "rlfocal.train", f"hydra.run.dir={run_dir}", "total_steps=4000",
+            "agent.learning_starts=200", "checkpoint_every=500", "eval_every=0", "logger=csv", "logger.log_every=100",
+            "progress=false", "save_replay=true", "device=cpu", "replay=per", *extra]  # fmt: skip
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_resume_after_kill_reaches_the_same_final_step(tmp_path):
+    """SIGKILL after a checkpoint, then resume=true: the run finishes at total_steps with one row per step."""
+    proc = subprocess.Popen(_train_cmd(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(tmp_path / "checkpoints" / "last.pt", proc)
+    proc.kill()
+    proc.wait()
+    assert not (tmp_path / "summary.json").exists()
+    out = subprocess.run(_train_cmd(tmp_path, "resume=true"), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "resuming" in out.stdout
+    steps = [int(r["global_step"]) for r in rows(tmp_path / "metrics.csv")]
+    assert steps == list(range(100, 4001, 100))
+
+
+@pytest.mark.slow
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+    proc = subprocess.Popen(_train_cmd(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(tmp_path / "metrics.csv", proc)
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "SIGTERM at step" in stdout and "Traceback" not in stderr
+    assert (tmp_path / "checkpoints" / "last.pt").exists()
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real = builders.make_td_loss
+
+    def poisoned(cfg):
+        loss, calls = real(cfg), [0]
+
+        def fn(td):
+            calls[0] += 1
+            return loss(td) * (float("nan") if calls[0] > 60 else 1.0)
+
+        return fn
+
+    monkeypatch.setattr(builders, "make_td_loss", poisoned)
+    with pytest.raises(SystemExit) as exc:
+        train(tmp_path, ["replay=uniform", "total_steps=600", "agent.train_freq=2", "checkpoint_every=100"])
+    assert exc.value.code == 1
+    assert (tmp_path / "checkpoints" / "last.pt").exists()
+    steps = [int(r["global_step"]) for r in rows(tmp_path / "metrics.csv")]
+    assert max(steps) < 600
