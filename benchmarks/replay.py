@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import dataclasses
+import functools
 import importlib
 import importlib.metadata
 import itertools
@@ -57,10 +58,12 @@ import psutil
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
-LIBS = ("rlfocal", "cpprb", "tianshou")
+LIBS = ("rlfocal", "rlfocal-bufnorm", "cpprb", "tianshou")
+OURS = ("rlfocal", "rlfocal-bufnorm")  # rlfocal-bufnorm: is_norm="buffer", cpprb's IS normalisation (keeps a min tree)
 # Where each library's prioritized buffer lives: (module, class name).
 BUFFER_CLASSES = {
     "rlfocal": ("rlfocal.replay", "PrioritizedReplay"),
+    "rlfocal-bufnorm": ("rlfocal.replay", "PrioritizedReplay"),
     "cpprb": ("cpprb", "PrioritizedReplayBuffer"),
     "tianshou": ("tianshou.data", "PrioritizedReplayBuffer"),
 }
@@ -238,7 +241,7 @@ class Adapter(Protocol):
 class RlfocalAdapter:
     """``rlfocal.replay.PrioritizedReplay``."""
 
-    def __init__(self, cls: type, cfg: ObsConfig, capacity: int, seed: int) -> None:
+    def __init__(self, cls: type, cfg: ObsConfig, capacity: int, seed: int, is_norm: str = "batch") -> None:
         self.buf = cls(
             capacity,
             cfg.obs_shape,
@@ -248,12 +251,11 @@ class RlfocalAdapter:
             eps=EPS,
             seed=seed,
             frame_stack=cfg.stack,
+            is_norm=is_norm,
         )
-        self.options = {"frame_stack": cfg.stack}
-        self.notes = [
-            "add_chunk is add_batch(); sample() returns gathered arrays",
-            "IS weights normalized by the batch max (default is_norm='batch')",
-        ]
+        self.options = {"frame_stack": cfg.stack, "is_norm": is_norm}
+        how = "the batch max (no min tree)" if is_norm == "batch" else "the buffer max, via a min tree (as cpprb)"
+        self.notes = ["add_chunk is add_batch(); sample() returns gathered arrays", f"IS weights normalized by {how}"]
 
     def prepare_singles(self, chunk: Chunk) -> list[tuple[Any, ...]]:
         return list(
@@ -490,6 +492,7 @@ class TianshouAdapter:
 
 ADAPTERS: dict[str, Callable[[type, ObsConfig, int, int], Adapter]] = {
     "rlfocal": RlfocalAdapter,
+    "rlfocal-bufnorm": functools.partial(RlfocalAdapter, is_norm="buffer"),
     "cpprb": CpprbAdapter,
     "tianshou": TianshouAdapter,
 }
@@ -736,9 +739,10 @@ ROWS: tuple[tuple[str, Callable[[dict[str, Any]], float | None], Callable[[float
 def markdown_table(cfg: ObsConfig, capacity: int, results: dict[str, dict[str, Any]]) -> str:
     """Markdown table for one config: a row per operation, a column per library and ratio."""
     libs = list(results)
-    peers = [lib for lib in libs if lib != "rlfocal"] if "rlfocal" in libs else []
+    ours = [lib for lib in libs if lib in OURS]
+    pairs = [(mine, peer) for mine in ours for peer in libs if peer not in OURS]
     ok = {lib: r for lib, r in results.items() if r["status"] == "ok"}
-    header = ["operation", *libs, *(f"rlfocal/{peer}" for peer in peers)]
+    header = ["operation", *libs, *(f"{mine}/{peer}" for mine, peer in pairs)]
     lines = [
         f"### {cfg.name}: {cfg.describe()}, capacity {capacity:,}, batch {BATCH_SIZE}",
         "",
@@ -748,9 +752,9 @@ def markdown_table(cfg: ObsConfig, capacity: int, results: dict[str, dict[str, A
     for label, read, fmt in ROWS:
         values = {lib: read(r) for lib, r in ok.items()}
         cells = [fmt(values[lib]) if values.get(lib) is not None else "-" for lib in libs]
-        for peer in peers:
-            mine, theirs = values.get("rlfocal"), values.get(peer)
-            cells.append(f"{mine / theirs:.2f}x" if mine is not None and theirs else "-")
+        for mine, peer in pairs:
+            a, b = values.get(mine), values.get(peer)
+            cells.append(f"{a / b:.2f}x" if a is not None and b else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "Rates: higher is better. Memory: lower is better.", ""]
     for lib, r in results.items():

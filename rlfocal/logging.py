@@ -94,7 +94,7 @@ class WandbLog:
         self.run.log({k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))})
 
     def close(self) -> None:
-        self.run.finish(quiet=True)
+        self.run.finish()
 
 
 class Progress:

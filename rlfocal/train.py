@@ -109,7 +109,8 @@ def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
     last_learn, last_weights = None, None
     t_window, s_window = time.perf_counter(), counters.global_step
     eps_steps = int(a.eps_fraction * cfg.total_steps)
-    step = counters.global_step
+    step = start_step = counters.global_step
+    t_start = time.perf_counter()
     try:
         while step < cfg.total_steps and stop.signum is None:
             # act and store
@@ -184,12 +185,14 @@ def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
         print(f"\n{name} at step {step:,}: checkpoint written to {ckpt_path}; continue with resume=true")
         raise SystemExit(128 + stop.signum)
 
+    wall = time.perf_counter() - t_start
     log.close()
     env.close()
     eval_env.close()
     runlog.plot_curve(run_dir / "metrics.csv", run_dir / "curve.png", f"{cfg.env.name}: {arm}, seed {cfg.seed}")
-    summary = runlog.summarize(run_dir / "metrics.csv", {"arm": arm, "env": cfg.env.name, "seed": cfg.seed,
-                                                         "run_dir": str(run_dir)})  # fmt: skip
+    extra = {"arm": arm, "env": cfg.env.name, "seed": cfg.seed, "sps": (step - start_step) / wall,
+             "wall_time_s": wall, "run_dir": str(run_dir)}  # fmt: skip
+    summary = runlog.summarize(run_dir / "metrics.csv", extra)
     runlog.write_json(run_dir / "summary.json", summary)
     runlog.print_summary(summary)
     return summary

@@ -189,3 +189,17 @@ def test_bad_find():
             tree.find(np.array([x]))
     with pytest.raises(ValueError, match="outside"):
         tree.get(np.array([4]))
+
+
+def test_without_min_tree_sums_are_the_same_and_min_is_refused():
+    """track_min=False (PER with batch-normalised weights) keeps one array; the sums do not change."""
+    rng = np.random.default_rng(1)
+    with_min, without = SumTree(50), SumTree(50, track_min=False)
+    for _ in range(20):
+        idx, prio = rng.integers(0, 50, 16), rng.exponential(size=16)
+        with_min.update(idx, prio)
+        without.update(idx, prio)
+    np.testing.assert_array_equal(with_min._sums, without._sums)
+    assert without.nbytes * 2 == with_min.nbytes
+    with pytest.raises(ValueError, match="track_min=False"):
+        _ = without.min_nonzero

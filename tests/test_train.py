@@ -164,3 +164,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert (tmp_path / "checkpoints" / "last.pt").exists()
     steps = [int(r["global_step"]) for r in rows(tmp_path / "metrics.csv")]
     assert max(steps) < 600
+
+
+def test_wandb_logs_offline_without_an_account(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    train(tmp_path, ["logger=wandb", "total_steps=200", "agent.learning_starts=50"])
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))

@@ -88,7 +88,7 @@ class PrioritizedSampler:
         self.beta_steps = beta_steps
         self.eps = float(eps)
         self.is_norm = is_norm
-        self.tree = SumTree(capacity)
+        self.tree = SumTree(capacity, track_min=is_norm == "buffer")
         self.max_priority = 1.0  # raw, before the exponent
         self.num_samples = 0
         self._beta = self.beta0

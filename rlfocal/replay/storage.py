@@ -103,8 +103,9 @@ class TransitionStorage:
         else:
             k = self.frame_stack
             if frame_margin is None:
-                # one extra frame per episode start; headroom for 16 interleaved streams' pending windows
-                frame_margin = max(c // 32, 32 * (k + self.n_step))
+                # an episode start costs one extra frame (1/64 covers episodes of >= 64 steps on average), plus
+                # headroom for the pending windows of 16 interleaved streams
+                frame_margin = max(c // 64, 32 * (k + self.n_step))
             self.frame_capacity = c + int(frame_margin)
             self.frames = np.zeros((self.frame_capacity, *obs_shape[1:]), dtype=self.obs_dtype)
             # ring positions in `frames` of each slot's obs stack ([:, 0]) and next_obs stack ([:, 1])

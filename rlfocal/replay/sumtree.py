@@ -26,18 +26,21 @@ def _first_bad_update(indices, priorities, capacity):  # pragma: no cover - comp
 
 
 @njit(cache=True)
-def _set_leaves(sums, mins, leaf0, indices, priorities):  # pragma: no cover - compiled
+def _set_leaves(nodes, leaf0, indices, priorities):  # pragma: no cover - compiled
     """Write all leaves (the last write of a duplicate index wins), then repair their ancestors.
 
-    Ancestors are repaired per run of consecutive indices, level by level over the run's span, so a contiguous
-    block of k leaves (a bulk add) costs about 2k node updates instead of k log C.
+    ``nodes[k, 0]`` is node k's sum and, when a second column exists, ``nodes[k, 1]`` its min: one cache line
+    brings both children's sums and mins. Ancestors are repaired per run of consecutive indices, level by level
+    over the run's span, so a contiguous block of k leaves (a bulk add) costs about 2k node updates, not k log C.
     """
+    track_min = nodes.shape[1] == 2
     n = indices.shape[0]
     for i in range(n):
         node = indices[i] + leaf0
         p = priorities[i]
-        sums[node] = p
-        mins[node] = p if p > 0.0 else _INF  # zero leaves can never be sampled, so they do not bound the min
+        nodes[node, 0] = p
+        if track_min:
+            nodes[node, 1] = p if p > 0.0 else _INF  # zero leaves can never be sampled: they do not bound the min
     i = 0
     while i < n:
         j = i
@@ -48,15 +51,16 @@ def _set_leaves(sums, mins, leaf0, indices, priorities):  # pragma: no cover - c
         while lo >= 1:
             for node in range(lo, hi + 1):
                 left = node << 1
-                sums[node] = sums[left] + sums[left + 1]
-                mins[node] = min(mins[left], mins[left + 1])
+                nodes[node, 0] = nodes[left, 0] + nodes[left + 1, 0]
+                if track_min:
+                    nodes[node, 1] = min(nodes[left, 1], nodes[left + 1, 1])
             lo >>= 1
             hi >>= 1
         i = j + 1
 
 
 @njit(cache=True)
-def _set_priorities_from_errors(sums, mins, leaf0, indices, errors, eps, floor, alpha):  # pragma: no cover
+def _set_priorities_from_errors(nodes, leaf0, indices, errors, eps, floor, alpha):  # pragma: no cover - compiled
     """``p_i = max(|e_i| + eps, floor)^alpha`` written at ``indices`` (PER: floor 0; LAP: eps 0, floor m).
 
     Returns the largest raw (pre-exponent) priority, or -(position + 1) of the first non-finite error, in which
@@ -73,7 +77,7 @@ def _set_priorities_from_errors(sums, mins, leaf0, indices, errors, eps, floor, 
     priorities = np.empty(n)
     for i in range(n):
         priorities[i] = max(abs(errors[i]) + eps, floor) ** alpha
-    _set_leaves(sums, mins, leaf0, indices, priorities)
+    _set_leaves(nodes, leaf0, indices, priorities)
     return raw_max
 
 
@@ -116,18 +120,30 @@ def _next_pow2(n: int) -> int:
 
 
 class SumTree:
-    """Sum (and min) of non-negative float64 priorities over ``capacity`` leaves, all initially 0.
+    """Sum (and optionally min) of non-negative float64 priorities over ``capacity`` leaves, all initially 0.
 
-    ``update`` and ``find`` are batched: one compiled loop over the batch, O(B log C).
+    ``update`` and ``find`` are batched: one compiled loop over the batch, O(B log C). The min tree costs a second
+    array on every update (for a random batch, memory traffic dominates), so ``track_min=False`` drops it where
+    nothing needs the minimum (PER with batch-normalised IS weights).
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, track_min: bool = True) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity <= 0:
             raise ValueError(f"SumTree capacity must be a positive integer, got {capacity!r}")
         self.capacity = int(capacity)
+        self.track_min = bool(track_min)
         self._leaf0 = _next_pow2(self.capacity)
-        self._sums = np.zeros(2 * self._leaf0, dtype=np.float64)
-        self._mins = np.full(2 * self._leaf0, np.inf, dtype=np.float64)
+        self._nodes = np.zeros((2 * self._leaf0, 2 if self.track_min else 1), dtype=np.float64)
+        if self.track_min:
+            self._nodes[:, 1] = np.inf
+
+    @property
+    def _sums(self) -> np.ndarray:
+        return self._nodes[:, 0]
+
+    @property
+    def _mins(self) -> np.ndarray:
+        return self._nodes[:, 1]
 
     @property
     def total(self) -> float:
@@ -137,11 +153,13 @@ class SumTree:
     @property
     def min_nonzero(self) -> float:
         """Smallest positive priority (``inf`` when every leaf is 0); bounds the largest IS weight."""
+        if not self.track_min:
+            raise ValueError("this SumTree was built with track_min=False; build it with track_min=True")
         return float(self._mins[1])
 
     @property
     def nbytes(self) -> int:
-        return self._sums.nbytes + self._mins.nbytes
+        return self._nodes.nbytes
 
     def _check_indices(self, indices) -> np.ndarray:
         indices = np.asarray(indices)
@@ -169,11 +187,11 @@ class SumTree:
             if not 0 <= idx < self.capacity:
                 raise ValueError(f"index {idx} (position {bad}) is outside [0, {self.capacity})")
             raise ValueError(f"priority {p} at index {idx} (position {bad}) is invalid: must be finite and >= 0")
-        _set_leaves(self._sums, self._mins, self._leaf0, indices, priorities)
+        _set_leaves(self._nodes, self._leaf0, indices, priorities)
 
     def _update_trusted(self, indices: np.ndarray, priorities: np.ndarray) -> None:
         """``update`` without checks, for callers that guarantee valid int64 indices and priorities."""
-        _set_leaves(self._sums, self._mins, self._leaf0, indices, priorities)
+        _set_leaves(self._nodes, self._leaf0, indices, priorities)
 
     def set_from_errors(self, indices: np.ndarray, errors: np.ndarray, eps: float, floor: float, alpha: float) -> float:
         """Set ``p_i = max(|errors_i| + eps, floor)^alpha`` in one compiled pass; returns the largest raw priority.
@@ -181,7 +199,7 @@ class SumTree:
         ``indices`` must be valid int64 leaves (the caller checks them); a non-finite error raises ``ValueError``
         and changes nothing.
         """
-        result = _set_priorities_from_errors(self._sums, self._mins, self._leaf0, indices, errors, eps, floor, alpha)
+        result = _set_priorities_from_errors(self._nodes, self._leaf0, indices, errors, eps, floor, alpha)
         if result < 0:
             pos = int(-result) - 1
             raise ValueError(f"td_errors must be finite, got {errors[pos]} at position {pos}")
@@ -234,6 +252,6 @@ class SumTree:
         if int(state["capacity"]) != self.capacity:
             raise ValueError(f"state is for capacity {state['capacity']}, this tree has {self.capacity}")
         leaves = np.asarray(state["leaves"], dtype=np.float64)
-        fresh = SumTree(self.capacity)
+        fresh = SumTree(self.capacity, self.track_min)
         fresh.update(np.arange(self.capacity), leaves)  # validates before anything here changes
-        self._sums, self._mins = fresh._sums, fresh._mins
+        self._nodes = fresh._nodes
