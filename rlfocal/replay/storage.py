@@ -18,7 +18,6 @@ still wraps first, the oldest transitions whose frames are gone are evicted (``e
 
 from __future__ import annotations
 
-import heapq
 import math
 from dataclasses import dataclass, field
 
@@ -34,6 +33,26 @@ def _first_outside(slots, start, size, capacity):  # pragma: no cover - compiled
         if s < 0 or s >= capacity or (s - start) % capacity >= size:
             return i
     return -1
+
+
+@njit(cache=True)
+def _min_set(nodes, leaf0, slot, value):  # pragma: no cover - compiled
+    """Set one leaf of a min tree (heap layout, as ``SumTree``) and repair its ancestors."""
+    node = slot + leaf0
+    nodes[node] = value
+    node >>= 1
+    while node >= 1:
+        nodes[node] = min(nodes[2 * node], nodes[2 * node + 1])
+        node >>= 1
+
+
+@njit(cache=True)
+def _min_find_below(nodes, leaf0, threshold):  # pragma: no cover - compiled
+    """Some leaf whose value is below ``threshold`` (the caller has checked the root's minimum is)."""
+    node = 1
+    while node < leaf0:
+        node = 2 * node if nodes[2 * node] < threshold else 2 * node + 1
+    return node - leaf0
 
 
 @dataclass
@@ -112,7 +131,9 @@ class TransitionStorage:
             self.frame_ids = np.zeros((c, 2, k), dtype=np.int32 if self.frame_capacity < 2**31 else np.int64)
             self.first_frame = np.zeros(c, dtype=np.int64)  # absolute id of the oldest frame a slot uses
             self.frames_written = 0
-            self._frame_heap: list[tuple[int, int]] = []  # (first_frame, slot), lazily pruned
+            # min tree over stored slots' first_frame (inf where empty): finds a slot whose frames were overwritten
+            self._leaf0 = 1 << max(0, (c - 1).bit_length())
+            self._oldest_frame = np.full(2 * self._leaf0, np.inf)
         self.start = 0  # oldest valid slot
         self.size = 0
         self._streams: dict[int, _Stream] = {}
@@ -128,7 +149,7 @@ class TransitionStorage:
         if self.frame_stack == 1:
             arrays += [self.obs, self.next_obs]
         else:
-            arrays += [self.frames, self.frame_ids, self.first_frame]
+            arrays += [self.frames, self.frame_ids, self.first_frame, self._oldest_frame]
         return sum(a.nbytes for a in arrays)
 
     def first_invalid(self, slots: np.ndarray) -> int:
@@ -288,7 +309,7 @@ class TransitionStorage:
             self.frame_ids[pos, 0] = obs_ref % self.frame_capacity
             self.frame_ids[pos, 1] = next_ref % self.frame_capacity
             self.first_frame[pos] = obs_ref[0]
-            heapq.heappush(self._frame_heap, (int(obs_ref[0]), pos))
+            _min_set(self._oldest_frame, self._leaf0, pos, float(obs_ref[0]))
         self.actions[pos] = action
         self.rewards[pos] = ret
         self.discounts[pos] = discount
@@ -343,18 +364,19 @@ class TransitionStorage:
         """Evict from the oldest end until no stored slot uses an overwritten frame.
 
         Interleaved streams make ``first_frame`` non-monotone over slots, so a slot newer than the oldest can go
-        stale first; the heap finds it, and everything up to it goes, keeping the window contiguous.
+        stale first; the min tree finds it, and everything up to it goes, keeping the window contiguous.
         """
         oldest_kept = self.frames_written - self.frame_capacity
-        heap = self._frame_heap
-        while heap and heap[0][0] < oldest_kept:
-            first, slot = heapq.heappop(heap)
-            if self.first_frame[slot] != first or not self.valid(np.array([slot]))[0]:
-                continue  # the slot was overwritten or evicted since this entry
-            while self.valid(np.array([slot]))[0]:
-                evicted.append(self.start)
+        while self._oldest_frame[1] < oldest_kept:
+            stale = _min_find_below(self._oldest_frame, self._leaf0, oldest_kept)
+            while True:
+                slot = self.start
+                evicted.append(slot)
+                _min_set(self._oldest_frame, self._leaf0, slot, np.inf)
                 self.start = (self.start + 1) % self.capacity
                 self.size -= 1
+                if slot == stale:
+                    break
 
     # ------------------------------------------------------------------ reading
     def gather(self, slots: np.ndarray, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
@@ -417,8 +439,9 @@ class TransitionStorage:
         self.start, self.size = int(state["start"]), int(state["size"])
         if self.frame_stack > 1:
             self.frames_written = int(state["frames_written"])
-            slots = (self.start + np.arange(self.size)) % self.capacity
-            self._frame_heap = sorted(zip(self.first_frame[slots].tolist(), slots.tolist(), strict=True))
+            self._oldest_frame[:] = np.inf
+            for slot in ((self.start + np.arange(self.size)) % self.capacity).tolist():
+                _min_set(self._oldest_frame, self._leaf0, slot, float(self.first_frame[slot]))
         self._streams = {
             int(k): _Stream(pending=list(s["pending"]), last_next=s["last_next"]) for k, s in state["streams"].items()
         }
