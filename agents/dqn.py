@@ -49,7 +49,9 @@ class DQN:
         self.td_loss = td_loss
         self.double = double
         self.max_grad_norm = max_grad_norm
-        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=lr, eps=adam_eps)
+        self.params = list(self.q_net.parameters())
+        # fused: one kernel for the whole update instead of a Python loop over parameters (2-3x faster on CPU too)
+        self.optimizer = torch.optim.Adam(self.params, lr=lr, eps=adam_eps, fused=True)
         self.rng = np.random.default_rng(seed)
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)  # sticky: a loss was NaN/inf
 
@@ -57,13 +59,8 @@ class DQN:
         """ε-greedy action for one observation (the network is skipped for random actions)."""
         if self.rng.random() < epsilon:
             return int(self.rng.integers(self.num_actions))
-        return int(self.greedy(obs[None])[0])
-
-    @torch.inference_mode()
-    def greedy(self, obs: np.ndarray) -> np.ndarray:
-        """Greedy actions for a batch of observations ``[N, *obs_shape]``."""
-        q = self.q_net(torch.as_tensor(obs, device=self.device))
-        return q.argmax(dim=1).cpu().numpy()
+        with torch.inference_mode():
+            return int(self.q_net(torch.as_tensor(obs[None], device=self.device)).argmax())
 
     def learn(self, batch) -> LearnOutput:
         """One gradient step on ``mean_i w_i · td_loss(δ_i)``, ``δ_i = r_i + d_i · Q_target(s'_i, a*_i) − Q(s_i, a_i)``.
@@ -81,10 +78,11 @@ class DQN:
             target = batch.rewards + batch.discounts * next_q.gather(1, next_a).squeeze(1)
         td = target - q_sa
         loss = (batch.weights * self.td_loss(td)).mean()
-        self.optimizer.zero_grad(set_to_none=True)
+        for p in self.params:  # zero_grad(set_to_none=True) without the optimizer's profiling wrapper
+            p.grad = None
         loss.backward()
         if self.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(self.q_net.parameters(), self.max_grad_norm)
+            nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
         self.optimizer.step()
         self.nonfinite |= ~torch.isfinite(loss.detach())
         return LearnOutput(loss=loss.detach(), td_errors=td.detach(), q_mean=q_sa.detach().mean())
@@ -95,7 +93,7 @@ class DQN:
         if tau == 1.0:
             self.target_net.load_state_dict(self.q_net.state_dict())
             return
-        for target, online in zip(self.target_net.parameters(), self.q_net.parameters(), strict=True):
+        for target, online in zip(self.target_net.parameters(), self.params, strict=True):
             target.lerp_(online, tau)
 
     def state_dict(self) -> dict:

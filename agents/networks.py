@@ -6,7 +6,22 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def _linears(sizes: list[int]) -> nn.ModuleList:
+    return nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+
+
+def _relu_layers(x: torch.Tensor, layers: nn.ModuleList, relu_last: bool) -> torch.Tensor:
+    """Linear layers with ReLUs between them, applied as functions: for nets this small, calling each layer as a
+    module (hooks, dispatch) costs more than its matmul, and acting calls the net once per environment step."""
+    for i, layer in enumerate(layers):
+        x = F.linear(x, layer.weight, layer.bias)
+        if relu_last or i < len(layers) - 1:
+            x = torch.relu(x)
+    return x
 
 
 class QHead(nn.Module):
@@ -16,16 +31,16 @@ class QHead(nn.Module):
         super().__init__()
         self.dueling = dueling
         if dueling:
-            self.value = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-            self.advantage = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_actions))
+            self.value = _linears([in_features, hidden, 1])
+            self.advantage = _linears([in_features, hidden, num_actions])
         else:
-            self.q = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_actions))
+            self.q = _linears([in_features, hidden, num_actions])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.dueling:
-            return self.q(x)
-        advantage = self.advantage(x)
-        return self.value(x) + advantage - advantage.mean(dim=1, keepdim=True)
+            return _relu_layers(x, self.q, relu_last=False)
+        advantage = _relu_layers(x, self.advantage, relu_last=False)
+        return _relu_layers(x, self.value, relu_last=False) + advantage - advantage.mean(dim=1, keepdim=True)
 
 
 class MLP(nn.Module):
@@ -36,16 +51,12 @@ class MLP(nn.Module):
         super().__init__()
         if not hidden:
             raise ValueError("MLP needs at least one hidden layer, got hidden=()")
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = math.prod(obs_shape)
-        for h in hidden[:-1]:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        self.torso = nn.Sequential(*layers)
-        self.head = QHead(width, num_actions, hidden[-1], dueling)
+        sizes = [math.prod(obs_shape), *hidden[:-1]]
+        self.torso = _linears(sizes)
+        self.head = QHead(sizes[-1], num_actions, hidden[-1], dueling)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.head(self.torso(obs.float()))
+        return self.head(_relu_layers(obs.flatten(1).float(), self.torso, relu_last=True))
 
 
 class MinAtarCNN(nn.Module):

@@ -61,8 +61,8 @@ def test_every_arm_trains_on_cartpole(tmp_path, replay, loss):
         assert (tmp_path / name).exists(), name
 
 
-@pytest.mark.parametrize(("replay", "loss"), [("uniform", "huber"), ("per", "focal")])
-def test_minatar_smoke(tmp_path, replay, loss):
+@pytest.mark.parametrize(("replay", "loss"), ARMS)
+def test_every_arm_trains_on_minatar(tmp_path, replay, loss):
     summary = train(tmp_path, ["env=minatar/breakout", f"replay={replay}", f"loss={loss}", "total_steps=300",
                                "agent.learning_starts=100"])  # fmt: skip
     assert summary["global_step"] == 300

@@ -174,6 +174,13 @@ class TransitionStorage:
         return x
 
     def _check_rest(self, action, reward, terminated, truncated, batch: int | None):
+        if (batch is None and not self.action_shape and self.action_dtype.kind in "iu"
+                and isinstance(action, (int, np.integer)) and isinstance(reward, (int, float, np.floating))
+                and isinstance(terminated, (bool, np.bool_)) and isinstance(truncated, (bool, np.bool_))):  # fmt: skip
+            # the env-step path with plain scalars: no array conversions
+            if not math.isfinite(reward):
+                raise ValueError(f"reward must be finite, got {reward}")
+            return action, reward, terminated, truncated
         action = np.asarray(action)
         shape = self.action_shape if batch is None else (batch, *self.action_shape)
         if action.shape != shape:
