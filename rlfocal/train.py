@@ -109,6 +109,9 @@ def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
     last_learn, last_weights = None, None
     t_window, s_window = time.perf_counter(), counters.global_step
     eps_steps = int(a.eps_fraction * cfg.total_steps)
+    # learn once the buffer holds learning_starts transitions: true anyway in a fresh run, and after a resume
+    # without the saved replay it keeps the first updates off a near-empty buffer
+    warm = max(a.batch_size, min(a.learning_starts, cfg.replay.capacity))
     step = start_step = counters.global_step
     t_start = time.perf_counter()
     try:
@@ -129,7 +132,7 @@ def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
             counters.global_step = step
 
             # ALGO LOGIC: sample, learn, feed the TD errors back to the sampler
-            if step > a.learning_starts and step % a.train_freq == 0 and len(buffer) >= a.batch_size:
+            if step > a.learning_starts and step % a.train_freq == 0 and len(buffer) >= warm:
                 batch = buffer.sample_torch(a.batch_size, device)
                 last_learn, last_weights = agent.learn(batch), batch.weights
                 counters.updates += 1
