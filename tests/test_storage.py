@@ -630,3 +630,17 @@ def test_broken_frame_chain_in_add_batch_writes_nothing_for_the_whole_batch():
         add_batch(buf, [steps[4], other_env, broken])
     assert_same_state(buf.state_dict(), state)
     assert_batches_equal(seeded_sample(buf, 1), before)
+
+
+def test_slots_written_then_evicted_in_one_batch_get_no_priority():
+    """Every slot a batch writes and then evicts (none rewritten) ends with zero priority and is never sampled."""
+    k, src = 4, FrameSource()
+    steps = []
+    for _ in range(3):  # one-step episodes with k + 1 distinct frames against an 8-frame ring: 0 and 1 go stale
+        ids = [src.fresh() for _ in range(k + 1)]
+        steps.append(Step(0, stack(ids[:k]), 0, 1.0, stack(ids[1:]), True, False))
+    buf = PrioritizedReplay(8, (k, *FRAME), np.int32, frame_stack=k, frame_margin=0, seed=0)
+    add_batch(buf, steps)
+    slots = np.arange(buf.capacity)
+    assert len(buf) == 1 and buf.storage.start == 2
+    np.testing.assert_array_equal(buf.sampler.tree.get(slots) > 0, buf.storage.valid(slots))

@@ -80,10 +80,8 @@ class ReplayBuffer:
         """Tell the sampler which slots changed. One batch can write a slot and evict it again (or the reverse),
         so what counts is each slot's state at the end: valid slots were written, the others are empty."""
         if evicted.size:
-            valid = self.storage.valid(evicted)
-            self.sampler.on_evict(evicted[~valid])
-            if valid.any():
-                written = written[self.storage.valid(written)]
+            self.sampler.on_evict(evicted[~self.storage.valid(evicted)])
+            written = written[self.storage.valid(written)]
         if written.size:
             self.sampler.on_write(written)
 
