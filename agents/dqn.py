@@ -55,10 +55,12 @@ class DQN:
         self.rng = np.random.default_rng(seed)
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)  # sticky: a loss was NaN/inf
 
-    def act(self, obs: np.ndarray, epsilon: float) -> int:
-        """ε-greedy action for one observation (the network is skipped for random actions)."""
-        if self.rng.random() < epsilon:
-            return int(self.rng.integers(self.num_actions))
+    def act(self, obs: np.ndarray, epsilon: float, rng: np.random.Generator | None = None) -> int:
+        """ε-greedy action for one observation (the network is skipped for random actions). ``rng`` defaults to
+        the agent's exploration generator; evaluation passes its own so that it never shifts training's draws."""
+        rng = self.rng if rng is None else rng
+        if rng.random() < epsilon:
+            return int(rng.integers(self.num_actions))
         with torch.inference_mode():
             return int(self.q_net(torch.as_tensor(obs[None], device=self.device)).argmax())
 

@@ -54,14 +54,14 @@ class StopFlag:
         self.signum = signum
 
 
-def evaluate(agent, env, episodes: int, epsilon: float) -> tuple[float, float]:
-    """Mean and std of the return of the ε-greedy policy over whole episodes."""
+def evaluate(agent, env, episodes: int, epsilon: float, rng: np.random.Generator) -> tuple[float, float]:
+    """Mean and std of the return of the ε-greedy policy over whole episodes (exploration draws from ``rng``)."""
     returns = []
     for _ in range(episodes):
         obs, _ = env.reset()
         done, total = False, 0.0
         while not done:
-            obs, reward, term, trunc, _ = env.step(agent.act(obs, epsilon))
+            obs, reward, term, trunc, _ = env.step(agent.act(obs, epsilon, rng))
             total += float(reward)
             done = term or trunc
         returns.append(total)
@@ -74,6 +74,7 @@ def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
     device = resolve_device(cfg.device)
     env = make_env(cfg.env.name, cfg.seed, train=True, **cfg.env.kwargs)
     eval_env = make_env(cfg.env.name, cfg.seed + 10_000, train=False, **cfg.env.kwargs)
+    eval_rng = np.random.default_rng(cfg.seed + 10_000)  # evaluation observes; it never draws from training's RNG
     obs_shape, obs_dtype = env.observation_space.shape, env.observation_space.dtype
     a = cfg.agent
     total_updates = max(0, cfg.total_steps - a.learning_starts) // a.train_freq
@@ -96,9 +97,12 @@ def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
     log = runlog.RunLogger(run_dir, cfg, arm, config_dict, resume_step, counters.logger)
     counters.logger = log.state
 
-    def checkpoint() -> None:
-        if bool(agent.nonfinite):
+    def ensure_finite() -> None:
+        if bool(agent.nonfinite):  # one host sync, only when logging or checkpointing
             raise NonFiniteLoss("loss became NaN/inf")
+
+    def checkpoint() -> None:
+        ensure_finite()
         save_checkpoint(ckpt_path, agent, buffer if cfg.save_replay else None, vars(counters))
 
     stop = StopFlag()
@@ -146,10 +150,9 @@ def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
 
             # evaluate, log, checkpoint
             if cfg.eval_every and step % cfg.eval_every == 0:
-                last_eval = evaluate(agent, eval_env, cfg.eval_episodes, cfg.eval_epsilon)
+                last_eval = evaluate(agent, eval_env, cfg.eval_episodes, cfg.eval_epsilon, eval_rng)
             if step % cfg.logger.log_every == 0 or step == cfg.total_steps:
-                if bool(agent.nonfinite):
-                    raise NonFiniteLoss("loss became NaN/inf")
+                ensure_finite()
                 now = time.perf_counter()
                 row = {
                     "global_step": step,

@@ -78,6 +78,15 @@ def test_same_seed_same_run(tmp_path):
     assert [r["losses/td_loss"] for r in logs["a"]] != [r["losses/td_loss"] for r in logs["c"]]
 
 
+def test_evaluation_does_not_change_training(tmp_path):
+    """Evaluation draws from its own RNG: the training losses are the same with and without it."""
+    losses = {}
+    for name, every in (("eval", 150), ("no_eval", 0)):
+        train(tmp_path / name, ["replay=per", f"eval_every={every}", "eval_epsilon=0.5"])
+        losses[name] = [r["losses/td_loss"] for r in rows(tmp_path / name / "metrics.csv")]
+    assert losses["eval"] == losses["no_eval"]
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
