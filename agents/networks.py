@@ -99,10 +99,13 @@ class NatureCNN(nn.Module):
 NETWORKS = {"mlp": MLP, "minatar": MinAtarCNN, "nature": NatureCNN}
 
 
-def make_network(kind: str, obs_shape: tuple[int, ...], num_actions: int, **kwargs) -> nn.Module:
-    """Build a Q-network by name; ``auto`` picks by observation rank (1-D: MLP, 10×10 images: MinAtar, else Nature)."""
+def make_network(kind: str, obs_shape: tuple[int, ...], num_actions: int, *, dueling: bool = False,
+                 hidden: tuple[int, ...] = (64, 64)) -> nn.Module:  # fmt: skip
+    """Build a Q-network by name; ``auto`` picks by observation rank (1-D: MLP, 10×10 images: MinAtar, else Nature).
+    ``hidden`` sets the MLP's widths; the CNNs keep their published sizes."""
     if kind == "auto":
         kind = "mlp" if len(obs_shape) == 1 else ("minatar" if tuple(obs_shape[1:]) == (10, 10) else "nature")
     if kind not in NETWORKS:
         raise ValueError(f"unknown network {kind!r}; choose one of {sorted(NETWORKS)} or 'auto'")
-    return NETWORKS[kind](tuple(obs_shape), num_actions, **kwargs)
+    kwargs = {"hidden": tuple(hidden)} if kind == "mlp" else {}
+    return NETWORKS[kind](tuple(obs_shape), num_actions, dueling=dueling, **kwargs)

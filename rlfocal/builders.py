@@ -66,9 +66,8 @@ def resolve_device(device: str) -> torch.device:
 
 def make_agent(cfg: Config, obs_shape: tuple[int, ...], num_actions: int, device: torch.device) -> DQN:
     a = cfg.agent
-    kwargs = {"hidden": tuple(a.hidden)} if a.network == "mlp" or (a.network == "auto" and len(obs_shape) == 1) else {}
     torch.manual_seed(cfg.seed)
-    net = make_network(a.network, obs_shape, num_actions, dueling=a.dueling, **kwargs)
+    net = make_network(a.network, obs_shape, num_actions, dueling=a.dueling, hidden=tuple(a.hidden))
     return DQN(
         net, num_actions, make_td_loss(cfg), lr=a.lr, adam_eps=a.adam_eps, double=a.double,
         max_grad_norm=a.max_grad_norm, device=device, seed=cfg.seed,

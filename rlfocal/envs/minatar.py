@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
+
+from rlfocal.envs.wrappers import ChannelFirstUint8
 
 MINATAR_IDS = (
     "MinAtar/Asterix-v1",
@@ -29,19 +30,6 @@ MINATAR_IDS = (
 )
 
 
-class ChannelFirstUint8(gym.ObservationWrapper):
-    """(H, W, C) 0/1 grid -> C-contiguous uint8 (C, H, W)."""
-
-    def __init__(self, env: gym.Env) -> None:
-        super().__init__(env)
-        height, width, channels = env.observation_space.shape
-        self.observation_space = gym.spaces.Box(0, 1, shape=(channels, height, width), dtype=np.uint8)
-
-    def observation(self, observation: np.ndarray) -> np.ndarray:
-        """Move channels first and store one byte per cell."""
-        return np.ascontiguousarray(np.transpose(observation, (2, 0, 1)), dtype=np.uint8)
-
-
 def make_minatar(env_id: str, **kwargs: Any) -> gym.Env:
     """Make `MinAtar/<Game>-v1` with a channel-first uint8 observation (C, 10, 10)."""
     try:
@@ -50,4 +38,4 @@ def make_minatar(env_id: str, **kwargs: Any) -> gym.Env:
         raise ImportError("MinAtar environments need the minatar package: pip install minatar") from err
     if env_id not in gym.registry:  # registering twice would make gymnasium warn about overriding
         minatar.gym.register_envs()
-    return ChannelFirstUint8(gym.make(env_id, **kwargs))
+    return ChannelFirstUint8(gym.make(env_id, **kwargs), high=1)

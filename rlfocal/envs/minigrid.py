@@ -22,6 +22,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from rlfocal.envs.wrappers import ChannelFirstUint8
+
 MINIGRID_IDS = ("MiniGrid-DoorKey-5x5-v0", "MiniGrid-Empty-5x5-v0")
 MINIGRID_ALIASES = {"minigrid/doorkey5x5": "MiniGrid-DoorKey-5x5-v0", "minigrid/empty5x5": "MiniGrid-Empty-5x5-v0"}
 
@@ -48,20 +50,6 @@ class FlatScaledView(gym.ObservationWrapper):
         return (observation.astype(np.float32) * self._scale).reshape(-1)
 
 
-class ChannelFirstView(gym.ObservationWrapper):
-    """(7, 7, 3) uint8 view -> C-contiguous uint8 (3, 7, 7) with the raw codes."""
-
-    def __init__(self, env: gym.Env) -> None:
-        super().__init__(env)
-        height, width, channels = env.observation_space.shape
-        high = np.broadcast_to(_channel_max().astype(np.uint8)[:, None, None], (channels, height, width))
-        self.observation_space = gym.spaces.Box(0, high.copy(), dtype=np.uint8)
-
-    def observation(self, observation: np.ndarray) -> np.ndarray:
-        """Move channels first."""
-        return np.ascontiguousarray(np.transpose(observation, (2, 0, 1)), dtype=np.uint8)
-
-
 def make_minigrid(env_id: str, *, obs: str = "flat", **kwargs: Any) -> gym.Env:
     """Make a MiniGrid environment observing its partial view, `obs="flat"` (float32) or `"image"` (uint8)."""
     try:
@@ -73,4 +61,4 @@ def make_minigrid(env_id: str, *, obs: str = "flat", **kwargs: Any) -> gym.Env:
         raise ValueError(f"obs must be 'flat' or 'image', got {obs!r}")
     gym.register_envs(minigrid)
     env = ImgObsWrapper(gym.make(env_id, **kwargs))
-    return FlatScaledView(env) if obs == "flat" else ChannelFirstView(env)
+    return FlatScaledView(env) if obs == "flat" else ChannelFirstUint8(env, high=_channel_max())

@@ -44,3 +44,20 @@ class Float32Observation(gym.ObservationWrapper):
     def observation(self, observation: np.ndarray) -> np.ndarray:
         """Return the observation as a float32 array."""
         return np.asarray(observation, dtype=np.float32)
+
+
+class ChannelFirstUint8(gym.ObservationWrapper):
+    """(H, W, C) grid of small integer codes -> C-contiguous uint8 (C, H, W), ready for a CNN and compact in replay.
+
+    ``high`` bounds the codes: one number for every channel (MinAtar's 0/1 maps) or one per channel (MiniGrid's).
+    """
+
+    def __init__(self, env: gym.Env, high: float | np.ndarray) -> None:
+        super().__init__(env)
+        height, width, channels = env.observation_space.shape
+        high = np.broadcast_to(np.asarray(high).astype(np.uint8).reshape(-1, 1, 1), (channels, height, width))
+        self.observation_space = gym.spaces.Box(0, high.copy(), dtype=np.uint8)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        """Move channels first and store one byte per cell."""
+        return np.ascontiguousarray(np.transpose(observation, (2, 0, 1)), dtype=np.uint8)
