@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
+from rlfocal.replay.sumtree import next_pow2
+
 
 @njit(cache=True)
 def _first_outside(slots, start, size, capacity):  # pragma: no cover - compiled
@@ -132,7 +134,7 @@ class TransitionStorage:
             self.first_frame = np.zeros(c, dtype=np.int64)  # absolute id of the oldest frame a slot uses
             self.frames_written = 0
             # min tree over stored slots' first_frame (inf where empty): finds a slot whose frames were overwritten
-            self._leaf0 = 1 << max(0, (c - 1).bit_length())
+            self._leaf0 = next_pow2(c)
             self._oldest_frame = np.full(2 * self._leaf0, np.inf)
         self.start = 0  # oldest valid slot
         self.size = 0

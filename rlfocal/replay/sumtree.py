@@ -115,7 +115,8 @@ def _descend_stratified(sums, leaf0, uniforms, out_idx, out_prio):  # pragma: no
     _descend(sums, leaf0, prefixes, out_idx, out_prio)
 
 
-def _next_pow2(n: int) -> int:
+def next_pow2(n: int) -> int:
+    """Smallest power of two >= n (1 for n <= 1): the leaf count of a heap-layout tree over n slots."""
     return 1 << max(0, (n - 1).bit_length())
 
 
@@ -132,7 +133,7 @@ class SumTree:
             raise ValueError(f"SumTree capacity must be a positive integer, got {capacity!r}")
         self.capacity = int(capacity)
         self.track_min = bool(track_min)
-        self._leaf0 = _next_pow2(self.capacity)
+        self._leaf0 = next_pow2(self.capacity)
         self._nodes = np.zeros((2 * self._leaf0, 2 if self.track_min else 1), dtype=np.float64)
         if self.track_min:
             self._nodes[:, 1] = np.inf
