@@ -64,10 +64,10 @@ class DQN:
         with torch.inference_mode():
             return int(self.q_net(torch.as_tensor(obs[None], device=self.device)).argmax())
 
-    def learn(self, batch) -> LearnOutput:
-        """One gradient step on ``mean_i w_i · td_loss(δ_i)``, ``δ_i = r_i + d_i · Q_target(s'_i, a*_i) − Q(s_i, a_i)``.
+    def td_errors(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``δ_i = r_i + d_i · Q_target(s'_i, a*_i) − Q(s_i, a_i)`` (differentiable in the online net) and Q(s, a).
 
-        ``batch`` has torch fields obs, actions, rewards, next_obs, discounts, weights (see ``rlfocal.replay.Batch``).
+        ``batch`` has torch fields obs, actions, rewards, next_obs, discounts (see ``rlfocal.replay.Batch``).
         """
         q = self.q_net(batch.obs)  # [B, A]
         q_sa = q.gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)  # [B]
@@ -78,7 +78,11 @@ class DQN:
             else:
                 next_a = next_q.argmax(dim=1, keepdim=True)
             target = batch.rewards + batch.discounts * next_q.gather(1, next_a).squeeze(1)
-        td = target - q_sa
+        return target - q_sa, q_sa
+
+    def learn(self, batch) -> LearnOutput:
+        """One gradient step on ``mean_i w_i · td_loss(δ_i)``; ``batch`` also carries the IS ``weights``."""
+        td, q_sa = self.td_errors(batch)
         loss = (batch.weights * self.td_loss(td)).mean()
         for p in self.params:  # zero_grad(set_to_none=True) without the optimizer's profiling wrapper
             p.grad = None

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from agents.dqn import DQN
 from agents.networks import make_network
 from rlfocal import losses
-from rlfocal.config import Config, LAPConfig, PERConfig
+from rlfocal.config import Config, FocalLossConfig, LAPConfig, PERConfig
+from rlfocal.gauge import analogy_gauge
 from rlfocal.replay import LAPReplay, PrioritizedReplay, ReplayBuffer, UniformReplay
 
 
@@ -54,6 +56,26 @@ def make_td_loss(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor]:
 
         return focal_auto
     return lambda td: fn(td, **kwargs)
+
+
+def make_gauge(cfg: Config, buffer: ReplayBuffer) -> Callable[[DQN], dict[str, float]]:
+    """The analogy gauge for this run: PER's α and ε from the replay config (0.6 and 1e-6 otherwise), β as the
+    run's sampler has it now (LAP: 0, it has no IS weights; uniform: PER's β0 = 0.4), focal γ from the gauge config,
+    else the run's focal γ, else α/2 (DESIGN.md §2's prediction). Draws from its own RNG."""
+    rng = np.random.default_rng(cfg.seed + 20_000)
+    alpha = getattr(cfg.replay, "alpha", 0.6)
+    eps = getattr(cfg.replay, "eps", 1e-6)
+    gamma = cfg.gauge.focal_gamma
+    if gamma is None:
+        gamma = cfg.loss.gamma if isinstance(cfg.loss, FocalLossConfig) else alpha / 2
+    kappa = getattr(cfg.loss, "kappa", 1.0)
+
+    def gauge(agent: DQN) -> dict[str, float]:
+        beta = {"per": lambda: buffer.beta, "lap": lambda: 0.0}.get(cfg.replay.kind, lambda: 0.4)()
+        return analogy_gauge(agent, buffer, rng, sample_size=cfg.gauge.sample_size, focal_gamma=gamma,
+                             alpha=alpha, beta=beta, eps=eps, kappa=kappa)  # fmt: skip
+
+    return gauge
 
 
 def resolve_device(device: str) -> torch.device:

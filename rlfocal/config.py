@@ -214,6 +214,20 @@ class LoggerConfig:
         _require(self.log_every >= 1, "logger.log_every", self.log_every, "must be >= 1")
 
 
+# ---------------------------------------------------------------------------------------------------- gauge
+@dataclass
+class GaugeConfig:
+    every: int = 1000  # gradient steps between analogy-gauge readings, taken at the next log row (0: off)
+    sample_size: int = 1024  # stored transitions in the gauge's uniform probe
+    focal_gamma: float | None = None  # focal γ compared with PER; None: the run's loss.gamma if focal, else α/2
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 0, "gauge.every", self.every, "must be an integer >= 0")
+        _require(self.sample_size >= 2, "gauge.sample_size", self.sample_size, "must be an integer >= 2")
+        if self.focal_gamma is not None:
+            _require(self.focal_gamma >= 0, "gauge.focal_gamma", self.focal_gamma, "must be >= 0 or null")
+
+
 # ---------------------------------------------------------------------------------------------------- top level
 @dataclass
 class Config:
@@ -222,6 +236,7 @@ class Config:
     replay: ReplayConfig = MISSING
     loss: LossConfig = MISSING
     logger: LoggerConfig = MISSING
+    gauge: GaugeConfig = field(default_factory=GaugeConfig)
     seed: int = 0  # seeds env, network init, exploration and replay
     total_steps: int = 50_000  # environment steps
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N

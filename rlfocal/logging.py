@@ -11,6 +11,9 @@ Metrics (x-axis ``global_step``, environment steps):
 - ``replay/size``; ``replay/beta``, ``replay/priority_max`` (PER/LAP); ``replay/is_weight_min``: the smallest IS
   weight of the last batch (1 = no correction)
 - ``eval/return``, ``eval/return_std``: greedy evaluation (unclipped rewards, no episodic life)
+- ``gauge/grad_cosine``, ``gauge/shift_cosine``, ``gauge/modulator_spearman``, ``gauge/priority_ess``,
+  ``gauge/priority_staleness``: the analogy gauge (``rlfocal.gauge``), on the rows where it was read (the first
+  row after every ``gauge.every`` gradient steps)
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ COLUMNS = (
     "replay/is_weight_min",
     "eval/return",
     "eval/return_std",
+    "gauge/grad_cosine",
+    "gauge/shift_cosine",
+    "gauge/modulator_spearman",
+    "gauge/priority_ess",
+    "gauge/priority_staleness",
 )
 
 

@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from rlfocal import logging as runlog
-from rlfocal.builders import arm_name, linear_schedule, make_agent, make_replay, resolve_device
+from rlfocal.builders import arm_name, linear_schedule, make_agent, make_gauge, make_replay, resolve_device
 from rlfocal.checkpoint import load_checkpoint, save_checkpoint
 from rlfocal.config import Config, ConfigError, register_configs, validate
 from rlfocal.envs import make_env
@@ -39,6 +39,7 @@ class Counters:
     global_step: int = 0
     updates: int = 0
     episodes: int = 0
+    gauge_updates: int = 0  # counters.updates at the last gauge reading
     logger: dict = field(default_factory=dict)
 
 
@@ -80,6 +81,7 @@ def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
     total_updates = max(0, cfg.total_steps - a.learning_starts) // a.train_freq
     buffer = make_replay(cfg, obs_shape, obs_dtype, total_updates)
     agent = make_agent(cfg, obs_shape, int(env.action_space.n), device)
+    gauge = make_gauge(cfg, buffer)
     arm = arm_name(cfg)
     prioritized = cfg.replay.kind != "uniform"
 
@@ -173,6 +175,10 @@ def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
                         "replay/is_weight_min": float(last_weights.min()),
                     })  # fmt: skip
                 row.update({f"replay/{k}": v for k, v in buffer.stats().items()})
+                gauge_due = counters.updates - counters.gauge_updates >= cfg.gauge.every
+                if cfg.gauge.every and counters.updates and gauge_due:
+                    row.update({f"gauge/{k}": v for k, v in gauge(agent).items()})
+                    counters.gauge_updates = counters.updates
                 log.write(row)
                 window_returns, window_lengths, last_eval = [], [], (math.nan, math.nan)
                 t_window, s_window = now, step

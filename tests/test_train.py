@@ -87,9 +87,29 @@ def test_evaluation_does_not_change_training(tmp_path):
     assert losses["eval"] == losses["no_eval"]
 
 
+@pytest.mark.parametrize("replay", ["uniform", "per"])
+def test_gauge_observes_without_changing_training(tmp_path, replay):
+    """The analogy gauge is logged every K updates, and training's losses are the same with and without it."""
+    logs = {}
+    for name, every in (("gauge", 5), ("no_gauge", 0)):
+        train(tmp_path / name, [f"replay={replay}", "loss=focal", "loss.tau=auto", f"gauge.every={every}"])
+        logs[name] = rows(tmp_path / name / "metrics.csv")
+    assert [r["losses/td_loss"] for r in logs["gauge"]] == [r["losses/td_loss"] for r in logs["no_gauge"]]
+    read = [r for r in logs["gauge"] if r["gauge/grad_cosine"] != ""]
+    assert len(read) >= 3 and all(r["gauge/grad_cosine"] == "" for r in logs["no_gauge"])
+    for r in read:
+        assert -1 <= float(r["gauge/grad_cosine"]) <= 1 and -1 <= float(r["gauge/shift_cosine"]) <= 1
+        sampler_keys = ("gauge/modulator_spearman", "gauge/priority_ess", "gauge/priority_staleness")
+        if replay == "uniform":  # no stored priorities to read
+            assert all(r[k] == "" for k in sampler_keys)
+        else:
+            assert 0 < float(r["gauge/priority_ess"]) <= 1 and float(r["gauge/priority_staleness"]) > 0
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
+        ("gauge.every=-1", "gauge.every=-1 is not allowed: must be an integer >= 0"),
         ("agent.lr=-1", "agent.lr=-1.0 is not allowed: must be > 0"),
         ("replay=per replay.beta=1.5", "replay.beta=1.5 is not allowed: must be in [0, 1]"),
         ("loss=focal loss.gamma=-2", "loss.gamma=-2.0 is not allowed: must be >= 0"),

@@ -103,6 +103,20 @@ class ReplayBuffer:
         self._copy_done.record()
         return batch
 
+    def stored_slots(self) -> np.ndarray:
+        """Every slot that holds a transition, oldest first."""
+        st = self.storage
+        return (st.start + np.arange(st.size)) % st.capacity
+
+    def peek(self, batch_size: int, rng: np.random.Generator) -> Batch:
+        """A uniform batch (with replacement, weights 1) drawn with the caller's ``rng``: for diagnostics, which
+        must leave the buffer's own RNG and the sampler's state (β schedule, counters) untouched."""
+        slots = self.stored_slots()
+        if slots.size == 0:
+            raise ValueError("cannot sample from an empty buffer: add transitions first")
+        slots = slots[rng.integers(0, slots.size, batch_size)]
+        return Batch(indices=slots, weights=np.ones(batch_size, np.float32), **self.storage.gather(slots))
+
     def _sample(self, batch_size: int, out: dict[str, np.ndarray] | None) -> Batch:
         size = self.storage.size
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:

@@ -91,6 +91,8 @@ class PrioritizedSampler:
         self.tree = SumTree(capacity, track_min=is_norm == "buffer")
         self.max_priority = 1.0  # raw, before the exponent
         self.num_samples = 0
+        self.num_updates = 0  # calls of update_priorities
+        self.refreshed = np.zeros(capacity, dtype=np.int64)  # num_updates when each slot's priority was last set
         self._beta = self.beta0
 
     @property
@@ -114,6 +116,7 @@ class PrioritizedSampler:
 
     def on_write(self, slots: np.ndarray) -> None:
         self.tree._update_trusted(slots, np.full(slots.shape[0], self.max_priority**self.alpha))
+        self.refreshed[slots] = self.num_updates
 
     def on_evict(self, slots: np.ndarray) -> None:
         self.tree._update_trusted(slots, np.zeros(slots.shape[0]))
@@ -130,6 +133,12 @@ class PrioritizedSampler:
     def update_priorities(self, slots: np.ndarray, td_errors: np.ndarray) -> None:
         raw_max = self.tree.set_from_errors(slots, td_errors, self._add, self._floor, self.alpha)
         self.max_priority = max(self.max_priority, raw_max)
+        self.num_updates += 1
+        self.refreshed[slots] = self.num_updates
+
+    def staleness(self, slots: np.ndarray) -> np.ndarray:
+        """Priority updates since each slot's priority was last set (by its write or a refresh)."""
+        return self.num_updates - self.refreshed[slots]
 
     def stats(self) -> dict[str, float]:
         return {"beta": self._beta, "priority_max": self.max_priority, "priority_total": self.tree.total}
@@ -139,6 +148,8 @@ class PrioritizedSampler:
             "tree": self.tree.state_dict(),
             "max_priority": self.max_priority,
             "num_samples": self.num_samples,
+            "num_updates": self.num_updates,
+            "refreshed": self.refreshed,
             "beta": self._beta,
         }
 
@@ -146,6 +157,8 @@ class PrioritizedSampler:
         self.tree.load_state_dict(state["tree"])
         self.max_priority = float(state["max_priority"])
         self.num_samples = int(state["num_samples"])
+        self.num_updates = int(state["num_updates"])
+        self.refreshed[:] = state["refreshed"]
         self._beta = float(state["beta"])
 
 

@@ -1,0 +1,119 @@
+"""The analogy gauge: its statistics against independent references, and its gradient cosines against per-sample
+gradients computed one transition at a time."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from agents.dqn import DQN
+from agents.networks import make_network
+from rlfocal import losses
+from rlfocal.gauge import GAUGE_KEYS, analogy_gauge, effective_sample_size, rank_average, spearman
+from rlfocal.replay import PrioritizedReplay, UniformReplay
+
+
+def test_rank_average_matches_scipy_with_ties():
+    x = np.array([3.0, 1.0, 3.0, 2.0, 3.0, 0.5, 1.0])
+    np.testing.assert_array_equal(rank_average(x), stats.rankdata(x))
+
+
+def test_spearman_matches_scipy_and_is_nan_for_constants():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=200)
+    b = np.round(a + rng.normal(size=200), 1)  # ties on one side
+    assert spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-12)
+    assert math.isnan(spearman(a, np.ones(200)))
+
+
+def test_effective_sample_size_endpoints():
+    assert effective_sample_size(np.full(50, 0.3)) == pytest.approx(1.0)
+    assert effective_sample_size(np.r_[1.0, np.zeros(49)]) == pytest.approx(1 / 50)
+    assert effective_sample_size(np.array([1.0, 3.0])) == pytest.approx(16 / (2 * 10))
+
+
+def _filled(buffer_cls, n: int = 64, **kwargs):
+    torch.manual_seed(0)
+    agent = DQN(make_network("mlp", (4,), 2, hidden=(16,)), 2, losses.huber, seed=0)
+    buf = buffer_cls(256, (4,), seed=0, **kwargs)
+    rng = np.random.default_rng(1)
+    for _ in range(n):
+        buf.add(rng.normal(size=4).astype(np.float32), int(rng.integers(2)), float(rng.normal()),
+                rng.normal(size=4).astype(np.float32), bool(rng.random() < 0.1), False)  # fmt: skip
+    return agent, buf
+
+
+def _per_sample_grads(agent, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """δ and ∇_θ δ_i for each probe transition, one at a time (the independent reference)."""
+    rows, deltas = [], []
+    for i in range(batch.obs.shape[0]):
+        one = type(batch)(**{k: getattr(batch, k)[i : i + 1] for k in batch.__dataclass_fields__})
+        td, _ = agent.td_errors(one)
+        grads = torch.autograd.grad(td.sum(), agent.params)
+        rows.append(torch.cat([g.reshape(-1) for g in grads]).double())
+        deltas.append(td.detach().double())
+    return torch.cat(deltas), torch.stack(rows)
+
+
+def test_gradient_cosines_match_per_sample_reference():
+    agent, buf = _filled(UniformReplay)
+    gamma, alpha, beta, eps = 1.5, 0.6, 0.4, 1e-6
+    out = analogy_gauge(agent, buf, np.random.default_rng(7), sample_size=32, focal_gamma=gamma, alpha=alpha,
+                        beta=beta, eps=eps)  # fmt: skip
+    batch = buf.peek(32, np.random.default_rng(7)).to_torch()  # the same probe: same RNG seed
+    td, jac = _per_sample_grads(agent, batch)
+    # dℓ/dδ for each loss, by autograd on a float64 copy of δ
+    d = td.clone().requires_grad_()
+    huber_k = torch.autograd.grad(losses.huber(d).sum(), d)[0]
+    tau = losses.huber(td).mean()
+    focal_k = torch.autograd.grad(losses.focal_td(d, gamma=gamma, tau=tau).sum(), d)[0]
+    p = (td.abs() + eps) ** alpha
+    prob = p / p.sum()
+    w = (prob * td.numel()) ** -beta
+    w = w / w.max()
+    g_f, g_u = (focal_k / 32) @ jac, (huber_k / 32) @ jac
+    g_p, g_p0 = (prob * w * huber_k) @ jac, (prob * huber_k) @ jac
+
+    def cos(a, b):
+        return float(a @ b / (a.norm() * b.norm()))
+
+    def unit(a):
+        return a / a.norm()
+
+    assert out["grad_cosine"] == pytest.approx(cos(g_f, g_p), abs=1e-5)
+    assert out["shift_cosine"] == pytest.approx(cos(unit(g_f) - unit(g_u), unit(g_p0) - unit(g_u)), abs=1e-3)
+    assert all(math.isnan(out[k]) for k in ("modulator_spearman", "priority_ess", "priority_staleness"))
+
+
+def test_gamma_zero_is_huber_and_has_no_shift():
+    agent, buf = _filled(UniformReplay)
+    out = analogy_gauge(agent, buf, np.random.default_rng(0), sample_size=64, focal_gamma=0.0, beta=0.0, alpha=0.0)
+    assert out["grad_cosine"] == pytest.approx(1.0, abs=1e-6)  # α = 0, β = 0: PER is uniform; γ = 0: focal is Huber
+    assert math.isnan(out["shift_cosine"])
+
+
+def test_sampler_readings_on_prioritized_replay():
+    agent, buf = _filled(PrioritizedReplay, n=40)
+    stored = buf.stored_slots()
+    buf.update_priorities(stored[:10], np.linspace(0.1, 5, 10))  # update 1 refreshes 10 slots
+    buf.update_priorities(stored[:5], np.linspace(0.1, 5, 5))  # update 2 refreshes 5 of them again
+    out = analogy_gauge(agent, buf, np.random.default_rng(0), sample_size=40)
+    assert set(out) == set(GAUGE_KEYS)
+    # staleness: 30 slots untouched since their write (2 updates ago), 5 refreshed at update 1, 5 at update 2
+    assert out["priority_staleness"] == pytest.approx((30 * 2 + 5 * 1 + 5 * 0) / 40)
+    leaves = buf.sampler.tree.get(stored)
+    assert out["priority_ess"] == pytest.approx(leaves.sum() ** 2 / (40 * (leaves**2).sum()))
+    assert -1 <= out["modulator_spearman"] <= 1
+
+
+def test_gauge_leaves_training_state_alone():
+    agent, buf = _filled(PrioritizedReplay, n=40)
+    before = (buf.rng.bit_generator.state, buf.sampler.num_samples, buf.beta, [p.clone() for p in agent.params])
+    analogy_gauge(agent, buf, np.random.default_rng(0), sample_size=16)
+    assert buf.rng.bit_generator.state == before[0] and buf.sampler.num_samples == before[1]
+    assert buf.beta == before[2]
+    assert all(p.grad is None and torch.equal(p, q) for p, q in zip(agent.params, before[3], strict=True))
