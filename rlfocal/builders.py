@@ -21,6 +21,8 @@ def arm_name(cfg: Config) -> str:
     loss = dataclasses.asdict(cfg.loss)
     name = loss.pop("name")
     salient = {"focal": ("gamma", "tau"), "mirror": ("alpha",), "pal": ("alpha",)}.get(name, ())
+    if loss.get("max_weight") is not None:  # clipped and unclipped reweighting are different arms
+        salient += ("max_weight",)
     params = ",".join(f"{k}={loss[k]:g}" if isinstance(loss[k], float) else f"{k}={loss[k]}" for k in salient)
     return f"{cfg.replay.kind}+{name}" + (f"({params})" if params else "")
 

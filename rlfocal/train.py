@@ -19,6 +19,7 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from rlfocal import logging as runlog
@@ -187,8 +188,9 @@ def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
     except NonFiniteLoss as err:
         log.close()
         good = f"the last good checkpoint is {ckpt_path}" if ckpt_path.exists() else "no checkpoint was written"
-        print(f"\nstopped at step {step:,}: {err}. Lower agent.lr or check the loss settings; {good}.", file=sys.stderr)
-        raise SystemExit(1) from None
+        msg = f"stopped at step {step:,}: {err}. Lower agent.lr or check the loss settings; {good}."
+        print(f"\n{msg}", file=sys.stderr)
+        raise NonFiniteLoss(msg) from None
 
     if stop.signum is not None:
         checkpoint()
@@ -221,7 +223,12 @@ def main(cfg: DictConfig) -> float:
         print(f"config error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    summary = run(config, run_dir, OmegaConf.to_container(cfg, resolve=True))
+    try:
+        summary = run(config, run_dir, OmegaConf.to_container(cfg, resolve=True))
+    except NonFiniteLoss:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra marks this job failed and the rest of the sweep goes on
+        raise SystemExit(1) from None
     return summary["final_eval_return"]
 
 

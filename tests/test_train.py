@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from rlfocal import builders
 from rlfocal.config import register_configs, validate
-from rlfocal.train import run
+from rlfocal.train import NonFiniteLoss, run
 
 ARMS = [  # DESIGN.md §2: every arm is a (sampler, loss) pair
     ("uniform", "huber"),
@@ -187,9 +187,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
         return fn
 
     monkeypatch.setattr(builders, "make_td_loss", poisoned)
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(NonFiniteLoss, match="stopped at step"):
         train(tmp_path, ["replay=uniform", "total_steps=600", "agent.train_freq=2", "checkpoint_every=100"])
-    assert exc.value.code == 1
     assert (tmp_path / "checkpoints" / "last.pt").exists()
     steps = [int(r["global_step"]) for r in rows(tmp_path / "metrics.csv")]
     assert max(steps) < 600

@@ -1,0 +1,66 @@
+"""The study's configs: every arm and task composes and validates, arms are the (sampler, loss) pairs they claim,
+and each experiment's sweep names only options that exist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.types import RunMode
+
+from rlfocal.builders import arm_name
+from rlfocal.config import register_configs, validate
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ARMS = sorted(p.stem for p in (CONFIGS / "arm").glob("*.yaml"))
+TASKS = sorted(p.stem for p in (CONFIGS / "task").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+
+
+def composed(overrides: list[str], hydra: bool = False):
+    register_configs()
+    with initialize_config_module("rlfocal.configs", version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=hydra)
+
+
+EXPECTED_ARMS = {  # DESIGN.md §2's arms, plus Lin et al.'s γ = 2 and a clipped mirror
+    "dqn": "uniform+huber",
+    "per": "per+huber",
+    "focal": "uniform+focal(gamma=0.3,tau=auto)",
+    "focal_g2": "uniform+focal(gamma=2,tau=auto)",
+    "per_focal": "per+focal(gamma=0.3,tau=auto)",
+    "mirror": "uniform+mirror(alpha=0.6)",
+    "mirror_clip": "uniform+mirror(alpha=0.6,max_weight=4)",
+    "lap": "lap+huber",
+    "pal": "uniform+pal(alpha=0.4)",
+}
+
+
+def test_the_study_has_the_arms_it_promises():
+    assert set(ARMS) == set(EXPECTED_ARMS)
+
+
+@pytest.mark.parametrize("arm", ARMS)
+def test_each_arm_is_its_sampler_loss_pair(arm):
+    assert arm_name(validate(composed([f"+arm={arm}"]))) == EXPECTED_ARMS[arm]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_each_task_composes_with_every_arm(task):
+    for arm in ("dqn", "per_focal"):
+        validated = validate(composed([f"+task={task}", f"+arm={arm}"]))
+        assert validated.total_steps >= 10_000
+        assert (validated.device == "cuda") == task.startswith("gpu_")
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_each_experiment_sweeps_existing_options(experiment):
+    cfg = composed([f"+experiment={experiment}"], hydra=True)
+    assert cfg.hydra.mode == RunMode.MULTIRUN
+    params = cfg.hydra.sweeper.params
+    tasks = [t.strip() for t in params["+task"].split(",")]
+    arms = [a.strip() for a in params["+arm"].split(",")]
+    assert set(tasks) <= set(TASKS) and all(t.startswith(experiment.split("_")[-1]) for t in tasks)
+    assert set(arms) == set(ARMS)
+    assert len(str(params["seed"]).split(",")) >= 3
