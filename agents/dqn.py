@@ -53,6 +53,8 @@ class DQN:
         # fused: one kernel for the whole update instead of a Python loop over parameters (2-3x faster on CPU too)
         self.optimizer = torch.optim.Adam(self.params, lr=lr, eps=adam_eps, fused=True)
         self.rng = np.random.default_rng(seed)
+        numpy_forward = getattr(self.q_net, "numpy_forward", None)
+        self._numpy_q = numpy_forward() if numpy_forward and self.device.type == "cpu" else None
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)  # sticky: a loss was NaN/inf
 
     def act(self, obs: np.ndarray, epsilon: float, rng: np.random.Generator | None = None) -> int:
@@ -61,6 +63,8 @@ class DQN:
         rng = self.rng if rng is None else rng
         if rng.random() < epsilon:
             return int(rng.integers(self.num_actions))
+        if self._numpy_q is not None:  # small CPU nets: numpy's per-op cost is a fifth of torch's
+            return int(self._numpy_q(obs).argmax())
         with torch.inference_mode():
             return int(self.q_net(torch.as_tensor(obs[None], device=self.device)).argmax())
 
@@ -88,7 +92,10 @@ class DQN:
             p.grad = None
         loss.backward()
         if self.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
+            # clip_grad_norm_'s arithmetic without its per-call checks (half its ~50 µs on small nets)
+            grads = [p.grad for p in self.params]
+            total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            torch._foreach_mul_(grads, (self.max_grad_norm / (total + 1e-6)).clamp_(max=1.0))
         self.optimizer.step()
         self.nonfinite |= ~torch.isfinite(loss.detach())
         return LearnOutput(loss=loss.detach(), td_errors=td.detach(), q_mean=q_sa.detach().mean())
