@@ -11,20 +11,14 @@ import torch
 from agents.dqn import DQN
 from agents.networks import make_network
 from rlfocal import losses
-from rlfocal.config import Config, FocalLossConfig, LAPConfig, PERConfig
+from rlfocal.config import Config, FocalLossConfig, LAPConfig, PERConfig, arm_label
 from rlfocal.gauge import analogy_gauge
 from rlfocal.replay import LAPReplay, PrioritizedReplay, ReplayBuffer, UniformReplay
 
 
 def arm_name(cfg: Config) -> str:
     """The study arm as a short label, e.g. ``per+huber`` or ``uniform+focal(gamma=2,tau=auto)``."""
-    loss = dataclasses.asdict(cfg.loss)
-    name = loss.pop("name")
-    salient = {"focal": ("gamma", "tau"), "mirror": ("alpha",), "pal": ("alpha",)}.get(name, ())
-    if loss.get("max_weight") is not None:  # clipped and unclipped reweighting are different arms
-        salient += ("max_weight",)
-    params = ",".join(f"{k}={loss[k]:g}" if isinstance(loss[k], float) else f"{k}={loss[k]}" for k in salient)
-    return f"{cfg.replay.kind}+{name}" + (f"({params})" if params else "")
+    return arm_label(cfg.replay.kind, dataclasses.asdict(cfg.loss))
 
 
 def make_replay(cfg: Config, obs_shape: tuple[int, ...], obs_dtype, total_updates: int) -> ReplayBuffer:

@@ -272,6 +272,18 @@ SCHEMAS = {
 }
 
 
+def arm_label(replay_kind: str, loss: dict[str, Any]) -> str:
+    """``<sampler>+<loss>(<salient loss parameters>)`` from plain values, so a resolved ``config.yaml`` names its
+    arm exactly as the run did (``rlfocal.builders.arm_name``)."""
+    loss = dict(loss)
+    name = loss.pop("name")
+    salient = {"focal": ("gamma", "tau"), "mirror": ("alpha",), "pal": ("alpha",)}.get(name, ())
+    if loss.get("max_weight") is not None:  # clipped and unclipped reweighting are different arms
+        salient += ("max_weight",)
+    params = ",".join(f"{k}={loss[k]:g}" if isinstance(loss[k], float) else f"{k}={loss[k]}" for k in salient)
+    return f"{replay_kind}+{name}" + (f"({params})" if params else "")
+
+
 def register_configs() -> None:
     """Register the schemas Hydra's YAML files extend (``defaults: [<name>_schema]``)."""
     cs = ConfigStore.instance()
