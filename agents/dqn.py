@@ -68,6 +68,20 @@ class DQN:
         with torch.inference_mode():
             return int(self.q_net(torch.as_tensor(obs[None], device=self.device)).argmax())
 
+    def act_batch(self, obs: np.ndarray, epsilon: float, rng: np.random.Generator | None = None) -> np.ndarray:
+        """ε-greedy actions for a batch of observations ``[N, ...]``, with one network call for the greedy ones
+        (and one device-to-host copy). N = 1 takes ``act``'s path, draw for draw."""
+        rng = self.rng if rng is None else rng
+        if len(obs) == 1:
+            return np.array([self.act(obs[0], epsilon, rng)])
+        actions = rng.integers(self.num_actions, size=len(obs))
+        greedy = rng.random(len(obs)) >= epsilon
+        if greedy.any():
+            with torch.inference_mode():
+                q = self.q_net(torch.as_tensor(obs[greedy], device=self.device))
+            actions[greedy] = q.argmax(dim=1).cpu().numpy()
+        return actions
+
     def td_errors(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """``δ_i = r_i + d_i · Q_target(s'_i, a*_i) − Q(s_i, a_i)`` (differentiable in the online net) and Q(s, a).
 

@@ -37,6 +37,12 @@ def _in_unit(key: str, value: Any) -> None:
 class EnvConfig:
     name: str = MISSING  # an id of rlfocal.envs.ENV_NAMES, e.g. CartPole-v1, MinAtar/Breakout-v1, ALE/Pong-v5
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra make_env arguments (DeepSea size, Cliffwalk n)
+    num_envs: int = 1  # environments stepped together; each is its own n-step stream, seeded seed + i
+    vector_mode: str = "serial"  # serial (in this process) | async (a subprocess each: slow envs, spare cores)
+
+    def __post_init__(self) -> None:
+        _require(self.num_envs >= 1, "env.num_envs", self.num_envs, "must be an integer >= 1")
+        _require(self.vector_mode in ("serial", "async"), "env.vector_mode", self.vector_mode, "one of serial, async")
 
 
 # ---------------------------------------------------------------------------------------------------- agent

@@ -27,6 +27,7 @@ from rlfocal.builders import arm_name, linear_schedule, make_agent, make_gauge, 
 from rlfocal.checkpoint import load_checkpoint, save_checkpoint
 from rlfocal.config import Config, ConfigError, register_configs, validate
 from rlfocal.envs import make_env
+from rlfocal.envs.vector import make_vec_env
 
 
 class NonFiniteLoss(RuntimeError):
@@ -74,14 +75,15 @@ def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
     """Train to ``cfg.total_steps`` environment steps; returns the summary."""
     torch.set_num_threads(cfg.torch_threads)
     device = resolve_device(cfg.device)
-    env = make_env(cfg.env.name, cfg.seed, train=True, **cfg.env.kwargs)
+    n = cfg.env.num_envs
+    envs = make_vec_env(cfg.env.name, cfg.seed, n, mode=cfg.env.vector_mode, train=True, **cfg.env.kwargs)
     eval_env = make_env(cfg.env.name, cfg.seed + 10_000, train=False, **cfg.env.kwargs)
     eval_rng = np.random.default_rng(cfg.seed + 10_000)  # evaluation observes; it never draws from training's RNG
-    obs_shape, obs_dtype = env.observation_space.shape, env.observation_space.dtype
+    obs_shape, obs_dtype = envs.single_observation_space.shape, envs.single_observation_space.dtype
     a = cfg.agent
     total_updates = max(0, cfg.total_steps - a.learning_starts) // a.train_freq
     buffer = make_replay(cfg, obs_shape, obs_dtype, total_updates)
-    agent = make_agent(cfg, obs_shape, int(env.action_space.n), device)
+    agent = make_agent(cfg, obs_shape, int(envs.single_action_space.n), device)
     gauge = make_gauge(cfg, buffer)
     arm = arm_name(cfg)
     prioritized = cfg.replay.kind != "uniform"
@@ -109,7 +111,8 @@ def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
         save_checkpoint(ckpt_path, agent, buffer if cfg.save_replay else None, vars(counters))
 
     stop = StopFlag()
-    obs, _ = env.reset(seed=cfg.seed + counters.global_step) if counters.global_step else env.reset()
+    obs = envs.reset(seed=cfg.seed + counters.global_step) if counters.global_step else envs.reset()
+    env_ids = np.arange(n)
     window_returns: list[float] = []
     window_lengths: list[int] = []
     last_eval = (math.nan, math.nan)
@@ -119,42 +122,50 @@ def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
     # learn once the buffer holds learning_starts transitions: true anyway in a fresh run, and after a resume
     # without the saved replay it keeps the first updates off a near-empty buffer
     warm = max(a.batch_size, min(a.learning_starts, cfg.replay.capacity))
-    step = start_step = counters.global_step
+    step = start_step = prev = counters.global_step
+
+    def crossed(period: int) -> bool:
+        """A multiple of ``period`` lies in ``(prev, step]``: every-k-steps events survive steps of N envs."""
+        return step // period > prev // period
+
     t_start = time.perf_counter()
     try:
         while step < cfg.total_steps and stop.signum is None:
-            # act and store
+            # act in every environment and store the steps (each env is its own n-step stream)
             epsilon = 1.0 if step < a.learning_starts else linear_schedule(a.eps_start, a.eps_end, eps_steps, step)
-            action = agent.act(obs, epsilon)
-            next_obs, reward, terminated, truncated, info = env.step(action)
-            buffer.add(obs, action, reward, next_obs, terminated, truncated)
-            obs = next_obs
-            if "episode" in info:  # a whole game ended: raw score, even where training sees clipped per-life rewards
-                window_returns.append(float(info["episode"]["r"]))
-                window_lengths.append(int(info["episode"]["l"]))
+            actions = agent.act_batch(obs, epsilon)
+            out = envs.step(actions)
+            if n == 1:  # the scalar path: a fifth of add_batch's cost for one row
+                buffer.add(obs[0], actions[0], out.rewards[0], out.next_obs[0], out.terminated[0], out.truncated[0])
+            else:
+                buffer.add_batch(obs, actions, out.rewards, out.next_obs, out.terminated, out.truncated, env_ids)
+            obs = out.obs
+            for _, episode_return, episode_length in out.episodes:  # whole games: raw scores, even on Atari
+                window_returns.append(episode_return)
+                window_lengths.append(episode_length)
                 counters.episodes += 1
-            if terminated or truncated:
-                obs, _ = env.reset()
-            step += 1
+            prev, step = step, step + n
             counters.global_step = step
 
-            # ALGO LOGIC: sample, learn, feed the TD errors back to the sampler
-            if step > a.learning_starts and step % a.train_freq == 0 and len(buffer) >= warm:
-                batch = buffer.sample_torch(a.batch_size, device)
-                last_learn, last_weights = agent.learn(batch), batch.weights
-                counters.updates += 1
-                if prioritized:
-                    try:
-                        buffer.update_priorities(batch.indices, last_learn.td_errors)
-                    except ValueError as err:
-                        raise NonFiniteLoss(str(err)) from None
-            if step % a.target_update_period == 0:
+            # ALGO LOGIC: one gradient step per train_freq environment steps past learning_starts; feed the TD
+            # errors back to the sampler
+            if step > a.learning_starts and len(buffer) >= warm:
+                for _ in range(step // a.train_freq - max(prev, a.learning_starts) // a.train_freq):
+                    batch = buffer.sample_torch(a.batch_size, device)
+                    last_learn, last_weights = agent.learn(batch), batch.weights
+                    counters.updates += 1
+                    if prioritized:
+                        try:
+                            buffer.update_priorities(batch.indices, last_learn.td_errors)
+                        except ValueError as err:
+                            raise NonFiniteLoss(str(err)) from None
+            if crossed(a.target_update_period):
                 agent.update_target(a.tau)
 
             # evaluate, log, checkpoint
-            if cfg.eval_every and step % cfg.eval_every == 0:
+            if cfg.eval_every and crossed(cfg.eval_every):
                 last_eval = evaluate(agent, eval_env, cfg.eval_episodes, cfg.eval_epsilon, eval_rng)
-            if step % cfg.logger.log_every == 0 or step == cfg.total_steps:
+            if crossed(cfg.logger.log_every) or step >= cfg.total_steps:
                 ensure_finite()
                 now = time.perf_counter()
                 row = {
@@ -183,7 +194,7 @@ def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
                 log.write(row)
                 window_returns, window_lengths, last_eval = [], [], (math.nan, math.nan)
                 t_window, s_window = now, step
-            if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
+            if crossed(cfg.checkpoint_every) or step >= cfg.total_steps:
                 checkpoint()
     except NonFiniteLoss as err:
         log.close()
@@ -201,7 +212,7 @@ def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
 
     wall = time.perf_counter() - t_start
     log.close()
-    env.close()
+    envs.close()
     eval_env.close()
     runlog.plot_curve(run_dir / "metrics.csv", run_dir / "curve.png", f"{cfg.env.name}: {arm}, seed {cfg.seed}")
     extra = {"arm": arm, "env": cfg.env.name, "seed": cfg.seed, "sps": (step - start_step) / wall,

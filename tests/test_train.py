@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
@@ -87,6 +88,21 @@ def test_evaluation_does_not_change_training(tmp_path):
     assert losses["eval"] == losses["no_eval"]
 
 
+@pytest.mark.parametrize(("num_envs", "mode"), [(1, "serial"), (4, "serial"), (2, "async")])
+def test_vector_envs_keep_the_step_and_update_schedule(tmp_path, num_envs, mode):
+    """N envs advance global_step by N; updates (one per train_freq steps past learning_starts), target updates
+    and log rows keep their schedule in environment steps; every env's episodes are counted."""
+    train(tmp_path, ["replay=per", "total_steps=300", "agent.train_freq=2", f"env.num_envs={num_envs}",
+                     f"env.vector_mode={mode}"])  # fmt: skip
+    counters = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)["counters"]
+    assert counters["global_step"] == 300
+    assert counters["updates"] == (300 - 100) // 2
+    logged = [int(r["global_step"]) for r in rows(tmp_path / "metrics.csv")]
+    assert len(logged) == 300 // 50 and logged[-1] == 300
+    assert all(0 <= s - k * 50 < num_envs for k, s in enumerate(logged[:-1], start=1))
+    assert counters["episodes"] >= 300 // 60  # random CartPole episodes last ~20 steps
+
+
 @pytest.mark.parametrize("replay", ["uniform", "per"])
 def test_gauge_observes_without_changing_training(tmp_path, replay):
     """The analogy gauge is logged every K updates, and training's losses are the same with and without it."""
@@ -110,6 +126,7 @@ def test_gauge_observes_without_changing_training(tmp_path, replay):
     ("override", "message"),
     [
         ("gauge.every=-1", "gauge.every=-1 is not allowed: must be an integer >= 0"),
+        ("env.num_envs=0", "env.num_envs=0 is not allowed: must be an integer >= 1"),
         ("agent.lr=-1", "agent.lr=-1.0 is not allowed: must be > 0"),
         ("replay=per replay.beta=1.5", "replay.beta=1.5 is not allowed: must be in [0, 1]"),
         ("loss=focal loss.gamma=-2", "loss.gamma=-2.0 is not allowed: must be >= 0"),
