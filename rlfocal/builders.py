@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -72,6 +73,17 @@ def make_gauge(cfg: Config, buffer: ReplayBuffer) -> Callable[[DQN], dict[str, f
                              alpha=alpha, beta=beta, eps=eps, kappa=kappa)  # fmt: skip
 
     return gauge
+
+
+def set_determinism(deterministic: bool) -> None:
+    """CPU runs are deterministic anyway. On CUDA, ``deterministic`` picks deterministic cuDNN/cuBLAS kernels
+    (``CUBLAS_WORKSPACE_CONFIG`` must be set before CUDA starts, so this sets it when absent) and disables cuDNN's
+    autotuner; otherwise the autotuner may pick the fastest kernels, and reruns differ in the last bits."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
 
 
 def resolve_device(device: str) -> torch.device:

@@ -253,6 +253,7 @@ class Config:
     checkpoint_every: int = 10_000  # env steps between checkpoints
     save_replay: bool = False  # include the replay buffer in checkpoints
     torch_threads: int = 1  # intra-op CPU threads (1 is fastest for small nets)
+    deterministic: bool = False  # CUDA: deterministic kernels (cuDNN, cuBLAS workspace), bit-for-bit reruns, slower
     progress: bool = True  # progress bar on a terminal, plain lines otherwise
 
     def __post_init__(self) -> None:

@@ -23,7 +23,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from rlfocal import logging as runlog
-from rlfocal.builders import arm_name, linear_schedule, make_agent, make_gauge, make_replay, resolve_device
+from rlfocal.builders import (
+    arm_name,
+    linear_schedule,
+    make_agent,
+    make_gauge,
+    make_replay,
+    resolve_device,
+    set_determinism,
+)
 from rlfocal.checkpoint import load_checkpoint, save_checkpoint
 from rlfocal.config import Config, ConfigError, register_configs, validate
 from rlfocal.envs import make_env
@@ -74,6 +82,7 @@ def evaluate(agent, env, episodes: int, epsilon: float, rng: np.random.Generator
 def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
     """Train to ``cfg.total_steps`` environment steps; returns the summary."""
     torch.set_num_threads(cfg.torch_threads)
+    set_determinism(cfg.deterministic)
     device = resolve_device(cfg.device)
     n = cfg.env.num_envs
     envs = make_vec_env(cfg.env.name, cfg.seed, n, mode=cfg.env.vector_mode, train=True, **cfg.env.kwargs)
