@@ -12,7 +12,7 @@ import torch
 from agents.dqn import DQN
 from agents.networks import make_network
 from rlfocal import losses
-from rlfocal.config import Config, FocalLossConfig, LAPConfig, PERConfig, arm_label
+from rlfocal.config import Config, FocalLossConfig, LAPConfig, LossConfig, PERConfig, arm_label
 from rlfocal.gauge import analogy_gauge
 from rlfocal.replay import LAPReplay, PrioritizedReplay, ReplayBuffer, UniformReplay
 
@@ -38,9 +38,9 @@ def make_replay(cfg: Config, obs_shape: tuple[int, ...], obs_dtype, total_update
     return UniformReplay(r.capacity, obs_shape, obs_dtype, cfg.seed, **storage)
 
 
-def make_td_loss(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Per-sample TD loss of δ from ``cfg.loss``; ``tau: auto`` tracks a running mean of the base loss."""
-    kwargs = dataclasses.asdict(cfg.loss)
+def make_td_loss(loss: LossConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Per-sample TD loss of δ from a validated loss config; ``tau: auto`` tracks a running mean of the base loss."""
+    kwargs = dataclasses.asdict(loss)
     fn = losses.TD_LOSSES[kwargs.pop("name")]
     if kwargs.get("tau") == "auto":
         running = losses.RunningMean()
@@ -99,7 +99,7 @@ def make_agent(cfg: Config, obs_shape: tuple[int, ...], num_actions: int, device
     torch.manual_seed(cfg.seed)
     net = make_network(a.network, obs_shape, num_actions, dueling=a.dueling, hidden=tuple(a.hidden))
     return DQN(
-        net, num_actions, make_td_loss(cfg), lr=a.lr, adam_eps=a.adam_eps, double=a.double,
+        net, num_actions, make_td_loss(cfg.loss), lr=a.lr, adam_eps=a.adam_eps, double=a.double,
         max_grad_norm=a.max_grad_norm, device=device, seed=cfg.seed,
     )  # fmt: skip
 

@@ -58,11 +58,15 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def _handle(self, signum, frame) -> None:
         self.signum = signum
+
+    def restore(self) -> None:
+        """Put back the handlers that were there before, so a caller of ``run`` gets its signals back."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def evaluate(agent, env, episodes: int, epsilon: float, rng: np.random.Generator) -> tuple[float, float]:
@@ -211,6 +215,8 @@ def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
         msg = f"stopped at step {step:,}: {err}. Lower agent.lr or check the loss settings; {good}."
         print(f"\n{msg}", file=sys.stderr)
         raise NonFiniteLoss(msg) from None
+    finally:
+        stop.restore()
 
     if stop.signum is not None:
         checkpoint()

@@ -194,8 +194,8 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real = builders.make_td_loss
 
-    def poisoned(cfg):
-        loss, calls = real(cfg), [0]
+    def poisoned(loss_cfg):
+        loss, calls = real(loss_cfg), [0]
 
         def fn(td):
             calls[0] += 1
@@ -216,3 +216,15 @@ def test_wandb_logs_offline_without_an_account(tmp_path, monkeypatch):
     train(tmp_path, ["logger=wandb", "total_steps=200", "agent.learning_starts=50"])
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
+
+
+def test_run_gives_the_callers_signal_handlers_back(tmp_path):
+    def mine(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        train(tmp_path, ["total_steps=200", "agent.learning_starts=50"])
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
