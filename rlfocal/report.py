@@ -2,7 +2,8 @@
 
 Reads every run directory (one holding ``metrics.csv`` and ``config.yaml``) at or below the given paths, so a
 Hydra multirun folder can be passed whole. Only the CSV is read: it is written for wandb runs too. Writes
-``report.md`` (PNG links), ``report.html`` (the same, PNGs embedded, no external files) and the PNGs to ``--out``.
+``report.md`` (PNG links), ``report.html`` (the same, PNGs embedded, no external files), ``scores.csv`` (each run's
+final score) and the PNGs to ``--out``.
 
 Choices, also stated in the report itself:
 
@@ -464,7 +465,27 @@ def build_report(runs: list[Run], out: Path, metric: str, reps: int, last_k: int
                 png = out / f"gauge_{_slug(env)}.png"
                 plot_gauge(png, env, by_arm, keys, reps, colors)
                 doc.image(png, f"{env}: analogy gauge")
+        doc.para("Each run's mean over its readings, then the mean over seeds (blank: never logged).")
+        rows = []
+        for env, by_arm in envs.items():
+            for arm, env_runs in by_arm.items():
+                cells = []
+                for key in gauge_keys:
+                    means = [float(np.mean(v)) for r in env_runs if (v := r.series(key)[1]).size]
+                    cells.append(_fmt(float(np.mean(means))) if means else "")
+                rows.append([env, arm, *cells])
+        doc.table(["env", "arm", *[k.removeprefix("gauge/") for k in gauge_keys]], rows)
     return doc
+
+
+def write_scores(path: Path, runs: list[Run], metric: str, last_k: int) -> None:
+    """``scores.csv``: one row per run with its final score, for analyses beyond the report."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["env", "arm", "seed", "final_score", "metric", "last_step", "finished", "run_dir"])
+        for r in sorted(runs, key=lambda r: (r.env, r.arm, r.seed if r.seed is not None else -1)):
+            writer.writerow([r.env, r.arm, r.seed, final_score(r, metric, last_k), curve_source(r, metric),
+                             int(r.columns["global_step"][-1]), r.finished, r.path])  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):
@@ -504,6 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = "python -m rlfocal.report " + shlex.join(argv)
         doc = build_report(runs, args.out, args.metric, args.reps, args.last_k, command,
                            [str(p) for p in args.run_dirs], skipped)  # fmt: skip
+        write_scores(args.out / "scores.csv", runs, args.metric, args.last_k)
         (args.out / "report.md").write_text(doc.markdown())
         (args.out / "report.html").write_text(doc.html("rlfocal report"))
     except (ReportError, OSError) as err:

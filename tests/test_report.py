@@ -104,10 +104,27 @@ def test_writes_markdown_html_and_figures(sweep_report):
     assert "## Analogy gauge" in (out / "report.md").read_text()
     pngs = {"curves_cartpole_v1.png", "curves_deepsea.png", "aggregate.png", "gauge_cartpole_v1.png",
             "gauge_deepsea.png"}  # fmt: skip
-    assert {p.name for p in out.iterdir()} == {"report.md", "report.html", *pngs}
+    assert {p.name for p in out.iterdir()} == {"report.md", "report.html", "scores.csv", *pngs}
     for name in pngs:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({name})" in (out / "report.md").read_text()  # linked relative to the report
+
+
+def test_scores_csv_has_one_row_per_run_matching_the_runs_table(sweep_report):
+    out, _, _ = sweep_report
+    with (out / "scores.csv").open(newline="") as f:
+        scores = list(csv.DictReader(f))
+    runs = table_rows(section((out / "report.md").read_text(), "Runs"))
+    assert len(scores) == len(runs) == 12
+    by_key = {(r["env"], r["arm"], r["seed"]): float(r["final_score"]) for r in scores}
+    for row in runs:
+        assert by_key[(row[0], row[1], row[2])] == pytest.approx(float(row[7]), abs=0.01)
+
+
+def test_gauge_table_lists_each_env_and_arm(sweep_report):
+    md = (sweep_report[0] / "report.md").read_text()
+    rows = table_rows(section(md, "Analogy gauge"))
+    assert len(rows) == 4 and all(row[2] for row in rows)  # grad_cosine logged by every arm
 
 
 def test_finds_every_nested_run_and_states_the_command(sweep_report):
