@@ -100,7 +100,7 @@ def make_agent(cfg: Config, obs_shape: tuple[int, ...], num_actions: int, device
     net = make_network(a.network, obs_shape, num_actions, dueling=a.dueling, hidden=tuple(a.hidden))
     return DQN(
         net, num_actions, make_td_loss(cfg.loss), lr=a.lr, adam_eps=a.adam_eps, double=a.double,
-        max_grad_norm=a.max_grad_norm, device=device, seed=cfg.seed,
+        max_grad_norm=a.max_grad_norm, device=device, seed=cfg.seed, compile=a.compile,
     )  # fmt: skip
 
 

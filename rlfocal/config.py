@@ -62,6 +62,7 @@ class AgentConfig:
     target_update_period: int = 500  # env steps between target-network updates
     tau: float = 1.0  # target update: 1 = hard copy, < 1 = Polyak
     max_grad_norm: float | None = 10.0  # gradient-norm clip (None: off)
+    compile: bool = False  # torch.compile the update's forward passes (long GPU runs; first updates compile)
     eps_start: float = 1.0  # ε-greedy: initial ε
     eps_end: float = 0.05  # ε-greedy: final ε
     eps_fraction: float = 0.1  # fraction of total_steps over which ε decays linearly

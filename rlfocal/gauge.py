@@ -94,7 +94,7 @@ def analogy_gauge(
     (the scale-free ``tau: auto`` without a running state). ``alpha``, ``beta``, ``eps`` define the PER side.
     """
     batch = buffer.peek(min(sample_size, len(buffer)), rng).to_torch(agent.device)
-    td, _ = agent.td_errors(batch)
+    td, _ = agent.td_errors(batch, eager=True)
     loss = losses.huber(td, kappa)
     tau = loss.detach().mean().clamp_min(1e-12)
     focal = losses.focal_td(td, gamma=focal_gamma, tau=tau, kappa=kappa)

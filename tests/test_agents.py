@@ -124,3 +124,19 @@ def test_greedy_act_is_the_argmax_and_epsilon_one_is_uniform():
     assert [agent.act(o, 0.0) for o in obs] == greedy.tolist()
     counts = np.bincount([agent.act(obs[0], 1.0) for _ in range(3000)], minlength=3)
     assert counts.min() > 900
+
+
+@pytest.mark.slow
+def test_compiled_update_matches_eager():
+    """agent.compile=true changes how the update runs, not what it computes (float tolerance: fused kernels)."""
+    outs = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        agent = DQN(make_network("mlp", (4,), 2, hidden=(16,)), 2, losses.huber, lr=1e-3, compile=compiled)
+        rng = np.random.default_rng(2)
+        outs[compiled] = [float(agent.learn(_batch(rng)).loss) for _ in range(5)]
+        params = [p.detach().clone() for p in agent.q_net.parameters()]
+        outs[compiled, "params"] = params
+    np.testing.assert_allclose(outs[True], outs[False], rtol=1e-5, atol=1e-6)
+    for a, b in zip(outs[True, "params"], outs[False, "params"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

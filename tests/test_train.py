@@ -228,3 +228,11 @@ def test_run_gives_the_callers_signal_handlers_back(tmp_path):
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.slow
+def test_compiled_agent_trains_with_the_gauge_on(tmp_path):
+    """agent.compile=true runs end to end, the gauge included (it takes several gradients of one eager graph)."""
+    train(tmp_path, ["replay=per", "agent.compile=true", "gauge.every=5"])
+    read = [r for r in rows(tmp_path / "metrics.csv") if r["gauge/grad_cosine"] != ""]
+    assert read and all(-1 <= float(r["gauge/shift_cosine"]) <= 1 for r in read)
