@@ -101,6 +101,7 @@ def make_agent(cfg: Config, obs_shape: tuple[int, ...], num_actions: int, device
     return DQN(
         net, num_actions, make_td_loss(cfg.loss), lr=a.lr, adam_eps=a.adam_eps, double=a.double,
         max_grad_norm=a.max_grad_norm, device=device, seed=cfg.seed, compile=a.compile,
+        amp=a.amp,
     )  # fmt: skip
 
 

@@ -63,6 +63,7 @@ class AgentConfig:
     tau: float = 1.0  # target update: 1 = hard copy, < 1 = Polyak
     max_grad_norm: float | None = 10.0  # gradient-norm clip (None: off)
     compile: bool = False  # torch.compile the update's forward passes (long GPU runs; first updates compile)
+    amp: bool = False  # bfloat16 autocast in the update's forward passes (GPU); TD errors and losses stay float32
     eps_start: float = 1.0  # ε-greedy: initial ε
     eps_end: float = 0.05  # ε-greedy: final ε
     eps_fraction: float = 0.1  # fraction of total_steps over which ε decays linearly

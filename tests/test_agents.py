@@ -140,3 +140,17 @@ def test_compiled_update_matches_eager():
     np.testing.assert_allclose(outs[True], outs[False], rtol=1e-5, atol=1e-6)
     for a, b in zip(outs[True, "params"], outs[False, "params"], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_amp_update_stays_close_to_float32():
+    """agent.amp=true: bfloat16 forward passes (about 3 significant digits), float32 TD errors and losses."""
+    outs = {}
+    for amp in (False, True):
+        torch.manual_seed(0)
+        agent = DQN(make_network("mlp", (4,), 2, hidden=(16,)), 2, losses.huber, lr=1e-3, amp=amp)
+        rng = np.random.default_rng(3)
+        learned = [agent.learn(_batch(rng)) for _ in range(5)]
+        assert all(out.td_errors.dtype == torch.float32 and out.loss.dtype == torch.float32 for out in learned)
+        outs[amp] = [float(out.loss) for out in learned]
+    np.testing.assert_allclose(outs[True], outs[False], rtol=3e-2)
+    assert outs[True] != outs[False]  # it did run in lower precision
