@@ -126,31 +126,28 @@ def test_greedy_act_is_the_argmax_and_epsilon_one_is_uniform():
     assert counts.min() > 900
 
 
+def _five_updates(**agent_kwargs) -> tuple[list, list[torch.Tensor]]:
+    """Five learn steps on fixed batches from a fixed init: the outputs and the final parameters."""
+    torch.manual_seed(0)
+    agent = DQN(make_network("mlp", (4,), 2, hidden=(16,)), 2, losses.huber, lr=1e-3, **agent_kwargs)
+    rng = np.random.default_rng(2)
+    learned = [agent.learn(_batch(rng)) for _ in range(5)]
+    return learned, [p.detach().clone() for p in agent.q_net.parameters()]
+
+
 @pytest.mark.slow
 def test_compiled_update_matches_eager():
     """agent.compile=true changes how the update runs, not what it computes (float tolerance: fused kernels)."""
-    outs = {}
-    for compiled in (False, True):
-        torch.manual_seed(0)
-        agent = DQN(make_network("mlp", (4,), 2, hidden=(16,)), 2, losses.huber, lr=1e-3, compile=compiled)
-        rng = np.random.default_rng(2)
-        outs[compiled] = [float(agent.learn(_batch(rng)).loss) for _ in range(5)]
-        params = [p.detach().clone() for p in agent.q_net.parameters()]
-        outs[compiled, "params"] = params
-    np.testing.assert_allclose(outs[True], outs[False], rtol=1e-5, atol=1e-6)
-    for a, b in zip(outs[True, "params"], outs[False, "params"], strict=True):
+    (eager, eager_params), (compiled, compiled_params) = _five_updates(), _five_updates(compile=True)
+    np.testing.assert_allclose([float(o.loss) for o in compiled], [float(o.loss) for o in eager], rtol=1e-5)
+    for a, b in zip(compiled_params, eager_params, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_amp_update_stays_close_to_float32():
     """agent.amp=true: bfloat16 forward passes (about 3 significant digits), float32 TD errors and losses."""
-    outs = {}
-    for amp in (False, True):
-        torch.manual_seed(0)
-        agent = DQN(make_network("mlp", (4,), 2, hidden=(16,)), 2, losses.huber, lr=1e-3, amp=amp)
-        rng = np.random.default_rng(3)
-        learned = [agent.learn(_batch(rng)) for _ in range(5)]
-        assert all(out.td_errors.dtype == torch.float32 and out.loss.dtype == torch.float32 for out in learned)
-        outs[amp] = [float(out.loss) for out in learned]
-    np.testing.assert_allclose(outs[True], outs[False], rtol=3e-2)
-    assert outs[True] != outs[False]  # it did run in lower precision
+    (full, _), (amp, _) = _five_updates(), _five_updates(amp=True)
+    assert all(o.td_errors.dtype == torch.float32 and o.loss.dtype == torch.float32 for o in amp)
+    full_losses, amp_losses = [float(o.loss) for o in full], [float(o.loss) for o in amp]
+    np.testing.assert_allclose(amp_losses, full_losses, rtol=3e-2)
+    assert amp_losses != full_losses  # it did run in lower precision
