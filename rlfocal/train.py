@@ -148,10 +148,7 @@ def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
             epsilon = 1.0 if step < a.learning_starts else linear_schedule(a.eps_start, a.eps_end, eps_steps, step)
             actions = agent.act_batch(obs, epsilon)
             out = envs.step(actions)
-            if n == 1:  # the scalar path: a fifth of add_batch's cost for one row
-                buffer.add(obs[0], actions[0], out.rewards[0], out.next_obs[0], out.terminated[0], out.truncated[0])
-            else:
-                buffer.add_batch(obs, actions, out.rewards, out.next_obs, out.terminated, out.truncated, env_ids)
+            buffer.add_batch(obs, actions, out.rewards, out.next_obs, out.terminated, out.truncated, env_ids)
             obs = out.obs
             for _, episode_return, episode_length in out.episodes:  # whole games: raw scores, even on Atari
                 window_returns.append(episode_return)
