@@ -68,7 +68,7 @@ def make_gauge(cfg: Config, buffer: ReplayBuffer) -> Callable[[DQN], dict[str, f
     kappa = getattr(cfg.loss, "kappa", 1.0)
 
     def gauge(agent: DQN) -> dict[str, float]:
-        beta = {"per": lambda: buffer.beta, "lap": lambda: 0.0}.get(cfg.replay.kind, lambda: 0.4)()
+        beta = buffer.beta if cfg.replay.kind == "per" else 0.0 if cfg.replay.kind == "lap" else 0.4
         return analogy_gauge(agent, buffer, rng, sample_size=cfg.gauge.sample_size, focal_gamma=gamma,
                              alpha=alpha, beta=beta, eps=eps, kappa=kappa)  # fmt: skip
 

@@ -197,8 +197,7 @@ def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
                         "replay/is_weight_min": float(last_weights.min()),
                     })  # fmt: skip
                 row.update({f"replay/{k}": v for k, v in buffer.stats().items()})
-                gauge_due = counters.updates - counters.gauge_updates >= cfg.gauge.every
-                if cfg.gauge.every and counters.updates and gauge_due:
+                if cfg.gauge.every and counters.updates - counters.gauge_updates >= cfg.gauge.every:
                     row.update({f"gauge/{k}": v for k, v in gauge(agent).items()})
                     counters.gauge_updates = counters.updates
                 log.write(row)

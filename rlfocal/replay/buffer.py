@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from rlfocal.replay.samplers import LAPSampler, PrioritizedSampler, UniformSampler
+from rlfocal.replay.samplers import LAPSampler, PrioritizedSampler, UniformSampler, uniform_slots
 from rlfocal.replay.storage import TransitionStorage
 
 
@@ -111,10 +111,10 @@ class ReplayBuffer:
     def peek(self, batch_size: int, rng: np.random.Generator) -> Batch:
         """A uniform batch (with replacement, weights 1) drawn with the caller's ``rng``: for diagnostics, which
         must leave the buffer's own RNG and the sampler's state (β schedule, counters) untouched."""
-        slots = self.stored_slots()
-        if slots.size == 0:
+        st = self.storage
+        if st.size == 0:
             raise ValueError("cannot sample from an empty buffer: add transitions first")
-        slots = slots[rng.integers(0, slots.size, batch_size)]
+        slots = uniform_slots(batch_size, st.start, st.size, st.capacity, rng)
         return Batch(indices=slots, weights=np.ones(batch_size, np.float32), **self.storage.gather(slots))
 
     def _sample(self, batch_size: int, out: dict[str, np.ndarray] | None) -> Batch:

@@ -19,6 +19,12 @@ def check_finite(errors: np.ndarray) -> None:
         raise ValueError(f"td_errors must be finite, got {errors[bad]} at position {bad}")
 
 
+def uniform_slots(batch_size: int, start: int, size: int, capacity: int, rng: np.random.Generator) -> np.ndarray:
+    """``batch_size`` slots drawn uniformly, with replacement, from the stored window ``[start, start + size)``."""
+    slots = rng.integers(0, size, batch_size)
+    return (slots + start) % capacity if start else slots
+
+
 class UniformSampler:
     """Every stored transition equally likely (with replacement); weights are all 1."""
 
@@ -32,10 +38,7 @@ class UniformSampler:
         pass
 
     def sample(self, batch_size: int, start: int, size: int, rng: np.random.Generator):
-        slots = rng.integers(0, size, batch_size)
-        if start:
-            slots = (slots + start) % self.capacity
-        return slots, np.ones(batch_size, dtype=np.float32)
+        return uniform_slots(batch_size, start, size, self.capacity, rng), np.ones(batch_size, dtype=np.float32)
 
     def update_priorities(self, slots: np.ndarray, td_errors: np.ndarray) -> None:
         check_finite(td_errors)  # nothing to update, but a NaN is still a bug worth stopping on
