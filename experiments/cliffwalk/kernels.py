@@ -19,7 +19,7 @@ from numba import njit
 
 # The repo's sum tree, driven through its compiled kernels: a Python-level SumTree call per update would cost
 # microseconds, and uniform replay at n = 16 makes millions of updates.
-from rlfocal.replay.sumtree import _descend, _set_leaves
+from rlfocal.replay.sumtree import descend, set_leaves
 
 UNIFORM, GREEDY, PROPORTIONAL, ORACLE = 0, 1, 2, 3
 MSE, FOCAL, MIRROR = 0, 1, 2
@@ -153,7 +153,7 @@ def run_tabular(
     one_val = np.ones(1)
     prefix = np.zeros(1)
     if use_sum_tree:
-        _set_leaves(sum_nodes, leaf0, np.arange(rows), (raw + eps) ** alpha)
+        set_leaves(sum_nodes, leaf0, np.arange(rows), (raw + eps) ** alpha)
     sums = sum_nodes[:, 0]
 
     tau_mean = 0.0
@@ -164,7 +164,7 @@ def run_tabular(
             i = _max_tree_argmax(max_tree, leaf0)
         elif sampler == PROPORTIONAL:
             prefix[0] = np.random.random() * sums[1]  # noqa: NPY002
-            _descend(sums, leaf0, prefix, one_idx, one_val)
+            descend(sums, leaf0, prefix, one_idx, one_val)
             i = one_idx[0]
         else:
             best = np.inf
@@ -184,7 +184,7 @@ def run_tabular(
         if use_sum_tree:
             one_idx[0] = i
             one_val[0] = (abs(td) + eps) ** alpha
-            _set_leaves(sum_nodes, leaf0, one_idx, one_val)
+            set_leaves(sum_nodes, leaf0, one_idx, one_val)
 
         if loss == MSE:
             grad = td

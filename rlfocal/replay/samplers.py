@@ -118,11 +118,11 @@ class PrioritizedSampler:
         return (priorities / p_min) ** -self._beta
 
     def on_write(self, slots: np.ndarray) -> None:
-        self.tree._update_trusted(slots, np.full(slots.shape[0], self.max_priority**self.alpha))
+        self.tree.update(slots, np.full(slots.shape[0], self.max_priority**self.alpha), validate=False)
         self.refreshed[slots] = self.num_updates
 
     def on_evict(self, slots: np.ndarray) -> None:
-        self.tree._update_trusted(slots, np.zeros(slots.shape[0]))
+        self.tree.update(slots, np.zeros(slots.shape[0]), validate=False)
 
     def sample(self, batch_size: int, start: int, size: int, rng: np.random.Generator):
         slots, priorities = self.tree.sample_stratified(rng.random(batch_size))

@@ -4,6 +4,10 @@ The tree is an implicit binary heap over ``2 * P`` nodes, ``P`` the next power o
 the root, node ``k`` has children ``2k`` and ``2k + 1``, leaf ``i`` lives at node ``P + i``. Parents are always
 recomputed from their two children (never incremented by a delta), so the root is a pairwise sum of the leaves
 and does not drift, however many updates it sees. It knows nothing about transitions or sampling policy.
+
+The compiled kernels ``set_leaves``, ``set_priorities_from_errors``, ``descend`` and ``descend_stratified`` are the
+public numba-level API: code compiled with numba (the Cliffwalk experiment's inner loop) calls them on a tree's
+node arrays directly; everything else goes through ``SumTree``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ def _first_bad_update(indices, priorities, capacity):  # pragma: no cover - comp
 
 
 @njit(cache=True)
-def _set_leaves(nodes, leaf0, indices, priorities):  # pragma: no cover - compiled
+def set_leaves(nodes, leaf0, indices, priorities):  # pragma: no cover - compiled
     """Write all leaves (the last write of a duplicate index wins), then repair their ancestors.
 
     ``nodes[k, 0]`` is node k's sum and, when a second column exists, ``nodes[k, 1]`` its min: one cache line
@@ -60,7 +64,7 @@ def _set_leaves(nodes, leaf0, indices, priorities):  # pragma: no cover - compil
 
 
 @njit(cache=True)
-def _set_priorities_from_errors(nodes, leaf0, indices, errors, eps, floor, alpha):  # pragma: no cover - compiled
+def set_priorities_from_errors(nodes, leaf0, indices, errors, eps, floor, alpha):  # pragma: no cover - compiled
     """``p_i = max(|e_i| + eps, floor)^alpha`` written at ``indices`` (PER: floor 0; LAP: eps 0, floor m).
 
     Returns the largest raw (pre-exponent) priority, or -(position + 1) of the first non-finite error, in which
@@ -77,12 +81,12 @@ def _set_priorities_from_errors(nodes, leaf0, indices, errors, eps, floor, alpha
     priorities = np.empty(n)
     for i in range(n):
         priorities[i] = max(abs(errors[i]) + eps, floor) ** alpha
-    _set_leaves(nodes, leaf0, indices, priorities)
+    set_leaves(nodes, leaf0, indices, priorities)
     return raw_max
 
 
 @njit(cache=True)
-def _descend(sums, leaf0, prefixes, out_idx, out_prio):  # pragma: no cover - compiled
+def descend(sums, leaf0, prefixes, out_idx, out_prio):  # pragma: no cover - compiled
     """For each prefix x find the leaf i with sum(p[:i]) <= x < sum(p[:i+1]).
 
     Only ever steps into a child whose sum is positive, so it never returns a zero-priority leaf: a query that
@@ -105,14 +109,14 @@ def _descend(sums, leaf0, prefixes, out_idx, out_prio):  # pragma: no cover - co
 
 
 @njit(cache=True)
-def _descend_stratified(sums, leaf0, uniforms, out_idx, out_prio):  # pragma: no cover - compiled
+def descend_stratified(sums, leaf0, uniforms, out_idx, out_prio):  # pragma: no cover - compiled
     """Stratified search: query i is ``(i + u_i) * total / B``, one point in each of B equal segments."""
     batch = uniforms.shape[0]
     segment = sums[1] / batch
     prefixes = np.empty(batch)
     for i in range(batch):
         prefixes[i] = (i + uniforms[i]) * segment
-    _descend(sums, leaf0, prefixes, out_idx, out_prio)
+    descend(sums, leaf0, prefixes, out_idx, out_prio)
 
 
 def next_pow2(n: int) -> int:
@@ -170,12 +174,16 @@ class SumTree:
             )
         return indices.astype(np.int64, copy=False)
 
-    def update(self, indices, priorities) -> None:
+    def update(self, indices, priorities, *, validate: bool = True) -> None:
         """Set ``priority[indices[k]] = priorities[k]``; with duplicate indices the last write wins.
 
         Raises ``ValueError`` (and changes nothing) on an index outside ``[0, capacity)`` or a priority that is
-        NaN, infinite or negative.
+        NaN, infinite or negative. ``validate=False`` skips those checks, for callers that made the int64 indices and
+        float64 priorities themselves (a sampler writing its running maximum into freshly stored slots).
         """
+        if not validate:
+            set_leaves(self._nodes, self._leaf0, indices, priorities)
+            return
         indices = self._check_indices(indices)
         priorities = np.asarray(priorities, dtype=np.float64)
         if priorities.shape != indices.shape:
@@ -188,11 +196,7 @@ class SumTree:
             if not 0 <= idx < self.capacity:
                 raise ValueError(f"index {idx} (position {bad}) is outside [0, {self.capacity})")
             raise ValueError(f"priority {p} at index {idx} (position {bad}) is invalid: must be finite and >= 0")
-        _set_leaves(self._nodes, self._leaf0, indices, priorities)
-
-    def _update_trusted(self, indices: np.ndarray, priorities: np.ndarray) -> None:
-        """``update`` without checks, for callers that guarantee valid int64 indices and priorities."""
-        _set_leaves(self._nodes, self._leaf0, indices, priorities)
+        set_leaves(self._nodes, self._leaf0, indices, priorities)
 
     def set_from_errors(self, indices: np.ndarray, errors: np.ndarray, eps: float, floor: float, alpha: float) -> float:
         """Set ``p_i = max(|errors_i| + eps, floor)^alpha`` in one compiled pass; returns the largest raw priority.
@@ -200,7 +204,7 @@ class SumTree:
         ``indices`` must be valid int64 leaves (the caller checks them); a non-finite error raises ``ValueError``
         and changes nothing.
         """
-        result = _set_priorities_from_errors(self._nodes, self._leaf0, indices, errors, eps, floor, alpha)
+        result = set_priorities_from_errors(self._nodes, self._leaf0, indices, errors, eps, floor, alpha)
         if result < 0:
             pos = int(-result) - 1
             raise ValueError(f"td_errors must be finite, got {errors[pos]} at position {pos}")
@@ -233,7 +237,7 @@ class SumTree:
     def _search(self, prefix_sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         idx = np.empty(prefix_sums.shape[0], dtype=np.int64)
         prio = np.empty(prefix_sums.shape[0], dtype=np.float64)
-        _descend(self._sums, self._leaf0, prefix_sums, idx, prio)
+        descend(self._sums, self._leaf0, prefix_sums, idx, prio)
         return idx, prio
 
     def sample_stratified(self, uniforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -243,7 +247,7 @@ class SumTree:
         """
         idx = np.empty(uniforms.shape[0], dtype=np.int64)
         prio = np.empty(uniforms.shape[0], dtype=np.float64)
-        _descend_stratified(self._sums, self._leaf0, uniforms, idx, prio)
+        descend_stratified(self._sums, self._leaf0, uniforms, idx, prio)
         return idx, prio
 
     def state_dict(self) -> dict:
