@@ -184,11 +184,48 @@ def test_bad_find():
     with pytest.raises(ValueError, match="total priority is 0"):
         tree.find(np.array([0.0]))
     tree.update(np.arange(4), np.ones(4))
-    for x in (-0.1, 4.0, 5.0, float("nan")):
-        with pytest.raises(ValueError, match=r"outside \[0, total=4.0\)"):
+    for x in (-0.1, 4.001, 5.0, float("nan")):
+        with pytest.raises(ValueError, match=r"outside \[0, total=4.0\]"):
             tree.find(np.array([x]))
     with pytest.raises(ValueError, match="outside"):
         tree.get(np.array([4]))
+
+
+def test_sampling_a_tree_of_zero_or_infinite_total_raises():
+    """(|δ| + ε)^α underflows to 0 with a tiny ε and a large α (all leaf 0 and NaN weights before), and overflows
+    to inf with huge errors: both are refused rather than answered."""
+    tree = SumTree(4)
+    with pytest.raises(ValueError, match=r"total priority is 0\.0: every priority is 0"):
+        tree.sample_stratified(np.array([0.5, 0.5]))
+    tree.set_from_errors(np.arange(4), np.zeros(4), eps=1e-200, floor=0.0, alpha=2.0)
+    assert tree.get(np.arange(4)).tolist() == [0.0] * 4
+    with pytest.raises(ValueError, match="total priority is 0.0"):
+        tree.sample_stratified(np.array([0.5, 0.5]))
+    tree.set_from_errors(np.arange(4), np.full(4, 1e200), eps=0.0, floor=0.0, alpha=2.0)
+    with pytest.raises(ValueError, match="total priority is inf"):
+        tree.sample_stratified(np.array([0.5, 0.5]))
+
+
+def test_prefix_at_the_total_or_above_it_by_rounding_lands_on_the_last_positive_leaf():
+    """The tree sums pairwise; a caller's cumsum or fsum of the same leaves may exceed it by a few ulps."""
+    rng = np.random.default_rng(3)
+    leaves = np.concatenate([rng.random(997) * 10.0 ** rng.integers(-8, 8, 997), np.zeros(27)])
+    tree = SumTree(leaves.size)
+    tree.update(np.arange(leaves.size), leaves)
+    totals = np.array([tree.total, np.cumsum(leaves)[-1], math.fsum(leaves), np.nextafter(tree.total, np.inf)])
+    assert totals.max() > tree.total
+    assert tree.find(totals).tolist() == [996] * 4
+
+
+@pytest.mark.parametrize("batch", [1, 3, 7, 10, 64, 1000])
+def test_stratified_last_segment_lands_on_the_last_positive_leaf(batch):
+    """(B - 1 + u) * (total / B) with u just below 1 may round onto or past the total: it still finds leaf 4."""
+    tree = SumTree(8)
+    tree.update(np.arange(8), np.array([0.1, 0.7, 0.2, 0.3, 0.3, 0.0, 0.0, 0.0]))
+    idx, prio = tree.sample_stratified(np.full(batch, np.nextafter(1.0, 0.0)))
+    assert idx[-1] == 4 and (prio > 0).all()
+    idx, _ = tree.sample_stratified(np.ones(batch))  # a query exactly at the total
+    assert idx[-1] == 4
 
 
 def test_without_min_tree_sums_are_the_same_and_min_is_refused():

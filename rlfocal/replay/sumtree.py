@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit
 
 _INF = np.inf
+_ROUNDING = 1e-12  # relative slack for a caller's prefix sum that exceeds the total only by float rounding
 
 
 @njit(cache=True)
@@ -219,20 +220,30 @@ class SumTree:
         return self._sums[indices + self._leaf0]
 
     def find(self, prefix_sums) -> np.ndarray:
-        """Leaf index ``i`` with ``sum(p[:i]) <= x < sum(p[:i + 1])`` for each ``x`` in ``[0, total)``.
+        """Leaf index ``i`` with ``sum(p[:i]) <= x < sum(p[:i + 1])`` for each ``x`` in ``[0, total]``.
 
-        Never returns a zero-priority leaf, even for ``x`` exactly on a boundary.
+        Never returns a zero-priority leaf, even for ``x`` exactly on a boundary. ``x`` equal to the total, or above
+        it by float rounding only (relative 1e-12: a total the caller summed in another order), lands on the last
+        positive leaf.
         """
         prefix_sums = np.asarray(prefix_sums, dtype=np.float64)
         if prefix_sums.ndim != 1:
             raise ValueError(f"prefix_sums must be 1-D, got shape {prefix_sums.shape}")
-        total = self.total
-        if total <= 0.0:
-            raise ValueError("cannot search a tree whose total priority is 0")
-        outside = ~((prefix_sums >= 0.0) & (prefix_sums < total))  # also catches NaN
+        total = self._checked_total()
+        outside = ~((prefix_sums >= 0.0) & (prefix_sums <= total * (1.0 + _ROUNDING)))  # also catches NaN
         if outside.any():
-            raise ValueError(f"prefix sum {prefix_sums[outside][0]!r} is outside [0, total={total!r})")
+            raise ValueError(f"prefix sum {prefix_sums[outside][0]!r} is outside [0, total={total!r}]")
         return self._search(prefix_sums)[0]
+
+    def _checked_total(self) -> float:
+        """The total, or ``ValueError`` when nothing can be sampled (every priority 0, or the sum overflowed)."""
+        total = self.total
+        if not 0.0 < total < _INF:
+            raise ValueError(
+                f"cannot sample a tree whose total priority is {total!r}: every priority is 0 or they overflow "
+                "(with (|δ| + ε)^α, a larger eps or a smaller alpha keeps them representable)"
+            )
+        return total
 
     def _search(self, prefix_sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         idx = np.empty(prefix_sums.shape[0], dtype=np.int64)
@@ -243,8 +254,10 @@ class SumTree:
     def sample_stratified(self, uniforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Leaves and their priorities for the stratified queries ``(k + uniforms[k]) * total / B``.
 
-        ``uniforms`` are draws from [0, 1) supplied by the caller's RNG; the tree must have positive total.
+        ``uniforms`` are draws from [0, 1) supplied by the caller's RNG. Raises ``ValueError`` when the total is 0
+        or infinite, where the queries would be meaningless (all leaf 0, NaN weights downstream).
         """
+        self._checked_total()
         idx = np.empty(uniforms.shape[0], dtype=np.int64)
         prio = np.empty(uniforms.shape[0], dtype=np.float64)
         descend_stratified(self._sums, self._leaf0, uniforms, idx, prio)
