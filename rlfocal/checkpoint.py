@@ -96,6 +96,8 @@ def _why_unreadable(file, error: Exception) -> str:
         return "damaged: not a complete zip archive (truncated, empty or another kind of file)"
     if "Weights only load failed" in str(error):
         try:
+            if hasattr(file, "seek"):
+                file.seek(0)  # a stream the failed load left at its end
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(file)  # scans the pickle, runs nothing
         except Exception:
             unsafe = []

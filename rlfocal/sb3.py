@@ -20,6 +20,8 @@ to the buffer as the new priorities. The target stays SB3's ``max_a Q_target(s',
 from __future__ import annotations
 
 import dataclasses
+import io
+import pathlib
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -28,11 +30,13 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.save_util import open_path
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 from stable_baselines3.dqn import DQN as SB3DQN
 
 from rlfocal.builders import make_td_loss
+from rlfocal.checkpoint import CheckpointError, load_plain, save_plain
 from rlfocal.config import SCHEMAS
 from rlfocal.replay.samplers import PrioritizedSampler, check_finite
 
@@ -230,6 +234,37 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         """Sampler statistics (``beta``, ``priority_max``, ``priority_total``) for the logger."""
         return self.sampler.stats() if self.prioritized else {}
 
+    _ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+
+    def state_dict(self) -> dict:
+        """SB3's arrays (views, no copy), the write position, the sampler and its generator: plain data only."""
+        return {
+            "arrays": {name: getattr(self, name) for name in self._ARRAYS if getattr(self, name) is not None},
+            "pos": self.pos,
+            "full": self.full,
+            "sampler": self.sampler.state_dict(),
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore ``state_dict()``; arrays of another shape or dtype raise ``ValueError`` before any is written."""
+        arrays = state["arrays"]
+        expected = [name for name in self._ARRAYS if getattr(self, name) is not None]
+        if sorted(arrays) != sorted(expected):
+            raise ValueError(f"saved buffer holds arrays {sorted(arrays)}, this buffer needs {sorted(expected)}")
+        for name in expected:
+            src, dst = arrays[name], getattr(self, name)
+            if src.shape != dst.shape or src.dtype != dst.dtype:
+                raise ValueError(
+                    f"saved {name} has shape {src.shape} and dtype {src.dtype}, this buffer needs {dst.shape} and "
+                    f"{dst.dtype} (build it with the same buffer_size, n_envs and spaces)"
+                )
+        self.sampler.load_state_dict(state["sampler"])
+        for name in expected:
+            np.copyto(getattr(self, name), arrays[name])
+        self.pos, self.full = int(state["pos"]), bool(state["full"])
+        self.rng.bit_generator.state = state["rng"]
+
 
 def _make_td_loss(name: str, kwargs: dict[str, Any] | None) -> Callable[[th.Tensor], th.Tensor]:
     """The per-sample TD loss of δ that ``configs/loss/<name>.yaml`` would give, with the same range checks."""
@@ -277,6 +312,34 @@ class DQN(SB3DQN):
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_td_loss_fn"]
+
+    def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
+        """A ``PrioritizedReplayBuffer`` is written as plain data (``.pkl`` added as SB3 does), which
+        ``load_replay_buffer`` reads without running code; any other buffer is pickled as SB3 does."""
+        if not isinstance(self.replay_buffer, PrioritizedReplayBuffer):
+            return super().save_replay_buffer(path)
+        file = open_path(path, "w", verbose=self.verbose, suffix="pkl")
+        save_plain(self.replay_buffer.state_dict(), file)
+        if isinstance(path, (str, pathlib.Path)):
+            file.close()
+
+    def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
+        """Into a ``PrioritizedReplayBuffer``: restore what ``save_replay_buffer`` wrote, with
+        ``torch.load(weights_only=True)``, so a file carrying pickled code (a stock SB3 pickle included) raises
+        ``CheckpointError`` unrun. Other buffers load as in SB3 (an unpickle: only for trusted files)."""
+        if not isinstance(self.replay_buffer, PrioritizedReplayBuffer):
+            return super().load_replay_buffer(path, truncate_last_traj)
+        file = open_path(path, "r", verbose=self.verbose, suffix="pkl")
+        try:
+            state = load_plain(file)
+        except CheckpointError as error:
+            raise CheckpointError(
+                f"{error}; rlfocal.sb3.DQN reads only files its own save_replay_buffer wrote (a pickle runs code)"
+            ) from None
+        finally:
+            if isinstance(path, (str, pathlib.Path)):
+                file.close()
+        self.replay_buffer.load_state_dict(state)
 
     def _beta_progress(self) -> float:
         """Fraction of the run's env steps after ``learning_starts`` that are done."""

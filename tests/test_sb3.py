@@ -4,6 +4,9 @@ pieces SB3 users rely on (vectorised envs, callbacks, progress bar, logger) keep
 
 from __future__ import annotations
 
+import os
+import pickle
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_checker import check_env
 from stable_baselines3.common.env_util import make_vec_env
 
+from rlfocal.checkpoint import CheckpointError
 from rlfocal.sb3 import DQN, TD_LOSS_NAMES, PrioritizedReplayBuffer
 
 TINY = dict(learning_starts=64, batch_size=16, train_freq=1, target_update_interval=50,
@@ -297,6 +301,36 @@ def test_save_load_model_and_replay_buffer_round_trip(tmp_path):
     np.testing.assert_array_equal(a.sample(64).indices, b.sample(64).indices)  # sampler RNG restored too
     loaded.learn(100, reset_num_timesteps=False)  # and training continues from the loaded buffer
     assert loaded.replay_buffer.sampler.num_updates > a.sampler.num_updates
+
+
+class _Payload:
+    """Pickles as a call to os.system: what a malicious replay file carries."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_replay_buffer_file_is_plain_data_and_a_pickled_callable_is_refused_unrun(tmp_path):
+    model = DQN("MlpPolicy", "CartPole-v1", replay_buffer_class=PrioritizedReplayBuffer, seed=0, **TINY)
+    model.learn(80)
+    model.save_replay_buffer(tmp_path / "buffer")
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(tmp_path / "buffer.pkl") == []
+    marker = tmp_path / "ran"
+    with open(tmp_path / "evil.pkl", "wb") as f:  # what stock SB3's save_replay_buffer (pickle) would hold
+        pickle.dump(_Payload(marker), f)
+    state = torch.load(tmp_path / "buffer.pkl", weights_only=True)
+    state["pos"] = _Payload(marker)
+    torch.save(state, tmp_path / "evil_zip.pkl")
+    for name, match in [("evil", "not a complete zip archive"), ("evil_zip", r"would import and call posix\.system")]:
+        with pytest.raises(
+            CheckpointError, match=rf"{name}\.pkl: .*{match}.*reads only files its own save_replay_buffer"
+        ):
+            model.load_replay_buffer(tmp_path / name)
+    assert not marker.exists()
+    model.load_replay_buffer(tmp_path / "buffer")  # the buffer is untouched and still loads its own file
 
 
 # ---------------------------------------------------------------------------------------------- bad input
