@@ -7,11 +7,15 @@ switching the sampling rule of an experiment is one config choice (as TorchRL an
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rlfocal.replay.samplers import LAPSampler, PrioritizedSampler, UniformSampler, uniform_slots
 from rlfocal.replay.storage import TransitionStorage
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -30,13 +34,14 @@ class Batch:
 
     def to_torch(self, device="cpu", non_blocking: bool = True) -> Batch:
         """The same batch as torch tensors on ``device``: zero-copy on CPU, one host-to-device copy per field on
-        CUDA (asynchronous when the arrays are pinned, as ``ReplayBuffer.sample_torch`` makes them)."""
+        CUDA (asynchronous when the arrays are pinned, as ``ReplayBuffer.sample_torch`` makes them). ``indices``
+        stay on the host, where priorities are written back: no host-to-device-to-host round trip."""
         import torch
 
         device = torch.device(device)
+        tensors = {f.name: torch.from_numpy(getattr(self, f.name)) for f in fields(self)}
         return Batch(**{
-            f.name: torch.from_numpy(getattr(self, f.name)).to(device, non_blocking=non_blocking)
-            for f in fields(self)
+            name: t if name == "indices" else t.to(device, non_blocking=non_blocking) for name, t in tensors.items()
         })  # fmt: skip
 
 
@@ -48,7 +53,8 @@ class ReplayBuffer:
         self.sampler = sampler
         self.rng = np.random.default_rng(seed)
         self._pinned: dict[int, dict[str, np.ndarray]] = {}
-        self._copy_done = None  # CUDA event: the last transfer out of the pinned staging arrays has finished
+        # per CUDA device index, an event recorded after the last transfer out of the pinned staging arrays
+        self._copy_done: dict[int, torch.cuda.Event] = {}
 
     def __len__(self) -> int:
         return self.storage.size
@@ -87,20 +93,29 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int) -> Batch:
         """Draw ``batch_size`` transitions (with replacement) as numpy arrays."""
-        return self._sample(batch_size, None)
+        return self._sample(batch_size)
 
     def sample_torch(self, batch_size: int, device="cpu") -> Batch:
-        """Draw a batch as tensors on ``device``. On CPU the tensors share the freshly gathered arrays; on CUDA
-        the fields are gathered straight into pinned staging arrays and copied with one non-blocking transfer
-        each (the staging arrays are reused once the previous transfer out of them has finished)."""
+        """Draw a batch as tensors on ``device`` (``indices`` stay on the host). On CPU the tensors share the freshly
+        gathered arrays; on CUDA the fields are gathered straight into pinned staging arrays and copied with one
+        non-blocking transfer each on ``device``'s current stream. The staging arrays are rewritten only once the
+        previous transfer out of them has finished (an event recorded on the stream the copies ran on)."""
         import torch
 
         device = torch.device(device)
         if device.type != "cuda":
-            return self._sample(batch_size, None).to_torch(device)
-        staging = self._staging(int(batch_size))
-        batch = self._sample(batch_size, staging).to_torch(device, non_blocking=True)
-        self._copy_done.record()
+            return self._sample(batch_size).to_torch(device)
+        slots, weights = self._draw(batch_size)  # host work that overlaps the previous batch's transfer
+        with torch.cuda.device(device):
+            staging = self._staging(len(slots))
+            self.storage.gather(slots, staging)
+            np.copyto(staging["weights"], weights)
+            batch = Batch(indices=slots, **staging).to_torch(device, non_blocking=True)
+            stream = torch.cuda.current_stream(device)
+            event = self._copy_done.get(stream.device_index)
+            if event is None:
+                event = self._copy_done[stream.device_index] = torch.cuda.Event()
+            event.record(stream)
         return batch
 
     def stored_slots(self) -> np.ndarray:
@@ -117,7 +132,8 @@ class ReplayBuffer:
         slots = uniform_slots(batch_size, st.start, st.size, st.capacity, rng)
         return Batch(indices=slots, weights=np.ones(batch_size, np.float32), **self.storage.gather(slots))
 
-    def _sample(self, batch_size: int, out: dict[str, np.ndarray] | None) -> Batch:
+    def _draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Slots and importance weights of a batch (the sampler's fresh arrays)."""
         size = self.storage.size
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -125,24 +141,22 @@ class ReplayBuffer:
             raise ValueError("cannot sample from an empty buffer: add transitions first")
         if batch_size > size:
             raise ValueError(f"batch_size {batch_size} is larger than the {size} transitions stored")
-        slots, weights = self.sampler.sample(int(batch_size), self.storage.start, size, self.rng)
-        data = self.storage.gather(slots, out)
-        if out is not None:
-            np.copyto(out["indices"], slots)
-            np.copyto(out["weights"], weights)
-            slots, weights = out["indices"], out["weights"]
-        return Batch(indices=slots, weights=weights, **data)
+        return self.sampler.sample(int(batch_size), self.storage.start, size, self.rng)
+
+    def _sample(self, batch_size: int) -> Batch:
+        slots, weights = self._draw(batch_size)
+        return Batch(indices=slots, weights=weights, **self.storage.gather(slots))
 
     def _staging(self, batch_size: int) -> dict[str, np.ndarray]:
-        """Pinned host arrays for one batch size; waits until the last copy out of them is done."""
+        """Pinned host arrays for the fields of one batch size, except ``indices`` (which stay the sampler's
+        own); returned once every transfer out of the staging memory has finished."""
         import torch
 
-        if self._copy_done is None:
-            self._copy_done = torch.cuda.Event()
-        self._copy_done.synchronize()
+        for event in self._copy_done.values():
+            event.synchronize()
         if batch_size not in self._pinned:
             probe = self.storage.gather(np.zeros(batch_size, dtype=np.int64))
-            probe.update(indices=np.zeros(batch_size, dtype=np.int64), weights=np.zeros(batch_size, np.float32))
+            probe["weights"] = np.zeros(batch_size, np.float32)
             self._pinned[batch_size] = {name: torch.from_numpy(a).pin_memory().numpy() for name, a in probe.items()}
         return self._pinned[batch_size]
 

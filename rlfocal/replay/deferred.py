@@ -1,0 +1,98 @@
+"""Priority write-back one update late, so that a training step never blocks on its own TD errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rlfocal.replay.buffer import ReplayBuffer
+
+
+@dataclass
+class _Pending:
+    """One update's write-back, waiting for its TD errors to reach the host."""
+
+    slots: np.ndarray  # int64, a host copy of the sampled indices
+    offsets: np.ndarray  # each slot's position in the stored window when it was sampled (0: oldest)
+    start: int  # the window's oldest slot then
+    td: torch.Tensor  # host tensor; being written until ``done`` has fired
+    done: torch.cuda.Event | None  # recorded after the device-to-host copy (None: the copy was synchronous)
+
+
+class DeferredPriorities:
+    """Feeds TD errors back to ``buffer.update_priorities`` one update late, with no blocking sync per update.
+
+    ``push(indices, td_errors)`` for update k starts a non-blocking device-to-host copy of the TD errors (into
+    pinned memory, with an event recorded on the stream that computed them), then applies update k-1, whose copy
+    has had a whole update's worth of GPU time to land. The cost is **one update of staleness**: the batch of update
+    k+1 is drawn from priorities that do not yet include update k's TD errors (PER tolerates far more: its stored
+    priorities are typically hundreds of updates old). CPU tensors take the same one-update-late path, so CPU and
+    CUDA runs sample alike. Call ``flush()`` before saving, loading or reading the priorities.
+
+    A slot that left the buffer between sampling and write-back (the ring moved past it) keeps its new occupant's
+    priority: that TD error is dropped. This assumes fewer than ``capacity`` transitions are evicted between two
+    pushes. Errors that ``update_priorities`` raises (a non-finite TD error) surface one update late.
+    """
+
+    def __init__(self, buffer: ReplayBuffer) -> None:
+        self.buffer = buffer
+        self._pending: _Pending | None = None
+
+    def push(self, indices, td_errors: torch.Tensor) -> None:
+        """Start the write-back of one update (``indices`` on the host, as ``sample_torch`` returns them;
+        ``td_errors`` a tensor on any device), then apply the previous update's."""
+        slots = _host_slots(indices)
+        if not isinstance(td_errors, torch.Tensor):
+            raise ValueError(f"td_errors must be a torch.Tensor, got {type(td_errors).__name__}")
+        if td_errors.numel() != slots.size:
+            raise ValueError(f"td_errors has {td_errors.numel()} values for {slots.size} indices")
+        storage = self.buffer.storage
+        offsets = (slots - storage.start) % storage.capacity
+        pending = _Pending(slots, offsets, storage.start, *_start_copy(td_errors))
+        previous, self._pending = self._pending, pending
+        if previous is not None:
+            self._apply(previous)
+
+    def flush(self) -> None:
+        """Apply the pending update, if any (waits for its copy to land)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._apply(pending)
+
+    def _apply(self, pending: _Pending) -> None:
+        if pending.done is not None:
+            pending.done.synchronize()
+        storage = self.buffer.storage
+        evicted = (storage.start - pending.start) % storage.capacity  # slots that left the oldest end since sampling
+        keep = pending.offsets >= evicted
+        td = pending.td.numpy().reshape(-1)
+        self.buffer.update_priorities(pending.slots[keep], td[keep])
+
+
+def _host_slots(indices) -> np.ndarray:
+    """An int64 host copy of ``indices`` (the caller may reuse its array before the write-back)."""
+    if isinstance(indices, torch.Tensor):
+        if indices.device.type != "cpu":
+            raise ValueError(
+                f"indices must stay on the host (a numpy array or CPU tensor, as sample_torch returns them), "
+                f"got a tensor on {indices.device}"
+            )
+        indices = indices.numpy()
+    slots = np.array(indices)
+    if slots.ndim != 1 or slots.dtype.kind not in "iu":
+        raise ValueError(f"indices must be a 1-D integer array, got shape {slots.shape}, dtype {slots.dtype}")
+    return slots.astype(np.int64, copy=False)
+
+
+def _start_copy(td_errors: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+    """A host copy of ``td_errors`` and, on CUDA, the event after which it holds them."""
+    with torch.no_grad():
+        if td_errors.device.type != "cuda":
+            return td_errors.detach().clone(), None
+        # a non-blocking device-to-host copy lands in pinned memory, queued on the device's current stream
+        host = td_errors.to("cpu", non_blocking=True)
+    done = torch.cuda.Event()
+    done.record(torch.cuda.current_stream(td_errors.device))
+    return host, done
