@@ -11,66 +11,44 @@ import torch
 
 from agents.dqn import DQN
 from agents.networks import make_network
-from rlfocal import losses
-from rlfocal.config import Config, FocalLossConfig, LAPConfig, LossConfig, PERConfig, arm_label
+from rlfocal.config import Config, ConfigError
 from rlfocal.gauge import analogy_gauge
-from rlfocal.replay import LAPReplay, PrioritizedReplay, ReplayBuffer, UniformReplay
+from rlfocal.losses import FocalLossConfig, arm_label
+from rlfocal.replay import PERConfig, PrioritizedSampler, ReplayBuffer, TransitionStorage
 
 
 def arm_name(cfg: Config) -> str:
     """The study arm as a short label, e.g. ``per+huber`` or ``uniform+focal(gamma=2,tau=auto)``."""
-    return arm_label(cfg.replay.kind, dataclasses.asdict(cfg.loss))
+    return arm_label(cfg.replay.name, dataclasses.asdict(cfg.loss))
 
 
 def make_replay(cfg: Config, obs_shape: tuple[int, ...], obs_dtype, total_updates: int) -> ReplayBuffer:
     """The sampler named by ``cfg.replay`` over storage shaped for the environment (frame dedup for stacks)."""
-    r = cfg.replay
     frame_stack = obs_shape[0] if len(obs_shape) == 3 and obs_shape[1:] == (84, 84) else 1
-    storage = dict(n_step=cfg.agent.n_step, gamma=cfg.agent.gamma, frame_stack=frame_stack)
-    if isinstance(r, PERConfig):
-        return PrioritizedReplay(
-            r.capacity, obs_shape, obs_dtype, r.alpha, r.beta, r.eps, cfg.seed,
-            beta_final=r.beta_final, beta_steps=max(1, total_updates) if r.anneal_beta else None,
-            is_norm=r.is_norm, **storage,
-        )  # fmt: skip
-    if isinstance(r, LAPConfig):
-        return LAPReplay(r.capacity, obs_shape, obs_dtype, r.alpha, r.min_priority, cfg.seed, **storage)
-    return UniformReplay(r.capacity, obs_shape, obs_dtype, cfg.seed, **storage)
-
-
-def make_td_loss(loss: LossConfig) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Per-sample TD loss of δ from a validated loss config; ``tau: auto`` tracks a running mean of the base loss."""
-    kwargs = dataclasses.asdict(loss)
-    fn = losses.TD_LOSSES[kwargs.pop("name")]
-    if kwargs.get("tau") == "auto":
-        running = losses.RunningMean()
-        base = losses.TD_LOSSES[kwargs["base"]]
-        base_kwargs = {"kappa": kwargs["kappa"]} if kwargs["base"] == "huber" else {}
-
-        def focal_auto(td: torch.Tensor) -> torch.Tensor:
-            tau = running.update(base(td.detach(), **base_kwargs).mean())
-            return fn(td, **{**kwargs, "tau": tau})
-
-        return focal_auto
-    return lambda td: fn(td, **kwargs)
+    storage = TransitionStorage(
+        cfg.replay.capacity, obs_shape, obs_dtype, n_step=cfg.agent.n_step, gamma=cfg.agent.gamma,
+        frame_stack=frame_stack,
+    )  # fmt: skip
+    return ReplayBuffer(storage, cfg.replay.build(storage.capacity, total_updates), cfg.seed)
 
 
 def make_gauge(cfg: Config, buffer: ReplayBuffer) -> Callable[[DQN], dict[str, float]]:
-    """The analogy gauge for this run: PER's α and ε from the replay config (0.6 and 1e-6 otherwise), β as the
-    run's sampler has it now (LAP: 0, it has no IS weights; uniform: PER's β0 = 0.4), focal γ from the gauge config,
-    else the run's focal γ, else α/2 (DESIGN.md §2's prediction). Draws from its own RNG."""
+    """The analogy gauge for this run. Its PER side is the run's own prioritized sampler (α, ε, floor and the
+    current β read from it), else a default ``replay=per`` sampler; focal's γ is ``gauge.focal_gamma``, else the run's
+    focal γ, else α/2 (the α = 2γ prediction). Draws from its own RNG."""
     rng = np.random.default_rng(cfg.seed + 20_000)
-    alpha = getattr(cfg.replay, "alpha", 0.6)
-    eps = getattr(cfg.replay, "eps", 1e-6)
+    sampler = buffer.sampler
+    per = sampler if isinstance(sampler, PrioritizedSampler) else PERConfig().build(1, 1)
     gamma = cfg.gauge.focal_gamma
     if gamma is None:
-        gamma = cfg.loss.gamma if isinstance(cfg.loss, FocalLossConfig) else alpha / 2
+        gamma = cfg.loss.gamma if isinstance(cfg.loss, FocalLossConfig) else per.alpha / 2
     kappa = getattr(cfg.loss, "kappa", 1.0)
 
     def gauge(agent: DQN) -> dict[str, float]:
-        beta = buffer.beta if cfg.replay.kind == "per" else 0.0 if cfg.replay.kind == "lap" else 0.4
-        return analogy_gauge(agent, buffer, rng, sample_size=cfg.gauge.sample_size, focal_gamma=gamma,
-                             alpha=alpha, beta=beta, eps=eps, kappa=kappa)  # fmt: skip
+        return analogy_gauge(
+            agent, buffer, rng, sample_size=cfg.gauge.sample_size, focal_gamma=gamma, priority=per.priority,
+            beta=per.beta, kappa=kappa,
+        )  # fmt: skip
 
     return gauge
 
@@ -81,7 +59,8 @@ def set_determinism(deterministic: bool) -> None:
     autotuner; otherwise the autotuner may pick the fastest kernels, and reruns differ in the last bits."""
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    if deterministic or torch.are_deterministic_algorithms_enabled():
+        torch.use_deterministic_algorithms(deterministic, warn_only=False)  # slow first call: imports inductor
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
 
@@ -90,7 +69,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was asked for but CUDA is not available; use device=cpu or auto")
+        raise ConfigError(f"device={device!r} is not allowed: CUDA is not available here; use device=cpu or auto")
     return torch.device(device)
 
 
@@ -99,7 +78,7 @@ def make_agent(cfg: Config, obs_shape: tuple[int, ...], num_actions: int, device
     torch.manual_seed(cfg.seed)
     net = make_network(a.network, obs_shape, num_actions, dueling=a.dueling, hidden=tuple(a.hidden))
     return DQN(
-        net, num_actions, make_td_loss(cfg.loss), lr=a.lr, adam_eps=a.adam_eps, double=a.double,
+        net, num_actions, cfg.loss.build(), lr=a.lr, adam_eps=a.adam_eps, double=a.double,
         max_grad_norm=a.max_grad_norm, device=device, seed=cfg.seed, compile=a.compile,
         amp=a.amp,
     )  # fmt: skip

@@ -1,310 +1,171 @@
-"""Structured configs: every setting's one home, its unit and its allowed range.
+"""Structured configs of a run: every setting's one home, its meaning, unit and allowed range (``rlfocal.params``).
 
-Hydra composes ``configs/`` against these dataclasses (a misspelt key or a wrong type fails at composition);
-``validate`` then instantiates them, whose ``__post_init__`` checks ranges, so a bad value is one clear line
-before any environment or network is built.
+Losses and samplers declare their own configs beside their code (``rlfocal.losses.td``, ``rlfocal.replay.samplers``)
+and register them; this module holds the rest of the run and registers everything with Hydra. ``validate`` turns the
+composed config into these dataclasses, whose checks make a bad value one clear line before anything is built; it
+also refuses keys no dataclass declares, however they were added (``+loss.gama=2``).
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ValidationError
+
+from rlfocal.losses import TD_LOSS_CONFIGS, TDLossConfig, arm_label
+from rlfocal.params import ConfigError, check_fields, describe, fail, param
+from rlfocal.replay.samplers import SAMPLER_CONFIGS, SamplerConfig
+
+__all__ = ["Config", "ConfigError", "arm_label", "register_configs", "validate"]
 
 
-class ConfigError(ValueError):
-    """A configuration value outside its allowed range."""
-
-
-def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
-
-
-def _positive(key: str, value: Any) -> None:
-    _require(isinstance(value, (int, float)) and math.isfinite(value) and value > 0, key, value, "must be > 0")
-
-
-def _in_unit(key: str, value: Any) -> None:
-    _require(isinstance(value, (int, float)) and 0 <= value <= 1, key, value, "must be in [0, 1]")
-
-
-# ---------------------------------------------------------------------------------------------------- env
 @dataclass
 class EnvConfig:
-    name: str = MISSING  # an id of rlfocal.envs.ENV_NAMES, e.g. CartPole-v1, MinAtar/Breakout-v1, ALE/Pong-v5
-    kwargs: dict[str, Any] = field(default_factory=dict)  # extra make_env arguments (DeepSea size, Cliffwalk n)
-    num_envs: int = 1  # environments stepped together; each is its own n-step stream, seeded seed + i
-    vector_mode: str = "serial"  # serial (in this process) | async (a subprocess each: slow envs, spare cores)
+    name: str = param(MISSING, "an id of rlfocal.envs.ENV_NAMES, e.g. CartPole-v1, MinAtar/Breakout-v1")
+    kwargs: dict[str, Any] = param(doc="extra make_env arguments (DeepSea size, Cliffwalk n)", factory=dict)
+    num_envs: int = param(1, "environments stepped together, each its own n-step stream seeded seed + i", low=1)
+    vector_mode: str = param("serial", "serial (in this process) or async (a subprocess each)",
+                             choices=("serial", "async"))  # fmt: skip
 
     def __post_init__(self) -> None:
-        _require(self.num_envs >= 1, "env.num_envs", self.num_envs, "must be an integer >= 1")
-        _require(self.vector_mode in ("serial", "async"), "env.vector_mode", self.vector_mode, "one of serial, async")
+        check_fields(self, "env")
 
 
-# ---------------------------------------------------------------------------------------------------- agent
 @dataclass
 class AgentConfig:
-    network: str = "auto"  # mlp | minatar | nature | auto (by observation shape)
-    hidden: list[int] = field(default_factory=lambda: [64, 64])  # MLP widths
-    dueling: bool = False  # dueling head (Wang et al. 2016)
-    double: bool = True  # double-Q targets (van Hasselt et al. 2016)
-    gamma: float = 0.99  # discount per environment step
-    n_step: int = 1  # n-step returns, folded in at insertion
-    lr: float = 2.5e-4  # Adam learning rate
-    adam_eps: float = 1e-8  # Adam epsilon
-    batch_size: int = 128  # transitions per gradient step
-    learning_starts: int = 1000  # env steps of random-policy data before the first update
-    train_freq: int = 4  # env steps between gradient steps
-    target_update_period: int = 500  # env steps between target-network updates
-    tau: float = 1.0  # target update: 1 = hard copy, < 1 = Polyak
-    max_grad_norm: float | None = 10.0  # gradient-norm clip (None: off)
-    compile: bool = False  # torch.compile the update's forward passes (long GPU runs; first updates compile)
-    amp: bool = False  # bfloat16 autocast in the update's forward passes (GPU); TD errors and losses stay float32
-    eps_start: float = 1.0  # ε-greedy: initial ε
-    eps_end: float = 0.05  # ε-greedy: final ε
-    eps_fraction: float = 0.1  # fraction of total_steps over which ε decays linearly
+    network: str = param("auto", "Q-network: by observation shape, or named", choices=("auto", "mlp", "minatar", "nature"))
+    hidden: list[int] = param(doc="MLP widths", low=1, factory=lambda: [64, 64])
+    dueling: bool = param(False, "dueling head (Wang et al. 2016)")
+    double: bool = param(True, "double-Q targets (van Hasselt et al. 2016)")
+    gamma: float = param(0.99, "discount per environment step", low=0.0, high=1.0)
+    n_step: int = param(1, "n-step returns, folded in at insertion", unit="env steps", low=1)
+    lr: float = param(2.5e-4, "Adam learning rate", low=0.0, strict=True)
+    adam_eps: float = param(1e-8, "Adam epsilon", low=0.0, strict=True)
+    batch_size: int = param(128, "transitions per gradient step", unit="transitions", low=1)
+    learning_starts: int = param(1000, "random-policy steps before the first update", unit="env steps", low=0)
+    train_freq: int = param(4, "environment steps per gradient step", unit="env steps", low=1)
+    target_update_period: int = param(500, "steps between target-network updates", unit="env steps", low=1)
+    tau: float = param(1.0, "target update: 1 = hard copy, < 1 = Polyak", low=0.0, high=1.0, strict=True)
+    max_grad_norm: float | None = param(10.0, "gradient-norm clip (null: off)", low=0.0, strict=True, nullable=True)
+    compile: bool = param(False, "torch.compile the update's forward passes (long GPU runs)")
+    amp: bool = param(False, "bfloat16 autocast in the update's forward passes (GPU)")
+    eps_start: float = param(1.0, "ε-greedy: initial ε", low=0.0, high=1.0)
+    eps_end: float = param(0.05, "ε-greedy: final ε", low=0.0, high=1.0)
+    eps_fraction: float = param(0.1, "fraction of total_steps over which ε decays linearly", low=0.0, high=1.0)
 
     def __post_init__(self) -> None:
-        _require(self.network in ("auto", "mlp", "minatar", "nature"), "agent.network", self.network,
-                 "one of auto, mlp, minatar, nature")  # fmt: skip
-        _require(len(self.hidden) > 0 and all(h > 0 for h in self.hidden), "agent.hidden", self.hidden,
-                 "a non-empty list of positive widths")  # fmt: skip
-        _in_unit("agent.gamma", self.gamma)
-        for key in ("n_step", "batch_size", "train_freq", "target_update_period"):
-            _require(getattr(self, key) >= 1, f"agent.{key}", getattr(self, key), "must be an integer >= 1")
-        _require(self.learning_starts >= 0, "agent.learning_starts", self.learning_starts, "must be >= 0")
-        _positive("agent.lr", self.lr)
-        _positive("agent.adam_eps", self.adam_eps)
-        _require(0 < self.tau <= 1, "agent.tau", self.tau, "must be in (0, 1]")
-        if self.max_grad_norm is not None:
-            _positive("agent.max_grad_norm", self.max_grad_norm)
-        for key in ("eps_start", "eps_end", "eps_fraction"):
-            _in_unit(f"agent.{key}", getattr(self, key))
+        check_fields(self, "agent")
+        if not self.hidden:
+            fail("agent.hidden", self.hidden, "a non-empty list of positive widths")
 
 
-# ---------------------------------------------------------------------------------------------------- replay
-@dataclass
-class ReplayConfig:
-    kind: str = MISSING  # uniform | per | lap
-    capacity: int = 50_000  # transitions
-
-    def __post_init__(self) -> None:
-        _require(self.capacity >= 1, "replay.capacity", self.capacity, "must be an integer >= 1")
+LOGGERS = ("wandb", "csv", "none")
 
 
-@dataclass
-class UniformReplayConfig(ReplayConfig):
-    kind: str = "uniform"
-
-
-@dataclass
-class PERConfig(ReplayConfig):
-    kind: str = "per"
-    alpha: float = 0.6  # priority exponent: P(i) ∝ (|δ_i| + eps)^alpha
-    beta: float = 0.4  # initial IS exponent
-    beta_final: float = 1.0  # IS exponent at the end of the run
-    anneal_beta: bool = True  # β moves linearly from beta to beta_final over the run's gradient steps
-    eps: float = 1e-6  # added to |δ| so no transition starves
-    is_norm: str = "batch"  # normalise IS weights by the batch max or the buffer max
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _require(self.alpha >= 0, "replay.alpha", self.alpha, "must be >= 0")
-        _in_unit("replay.beta", self.beta)
-        _in_unit("replay.beta_final", self.beta_final)
-        _positive("replay.eps", self.eps)
-        _require(self.is_norm in ("batch", "buffer"), "replay.is_norm", self.is_norm, "one of batch, buffer")
-
-
-@dataclass
-class LAPConfig(ReplayConfig):
-    kind: str = "lap"
-    alpha: float = 0.6  # priority exponent: P(i) ∝ max(|δ_i|, min_priority)^alpha
-    min_priority: float = 1.0  # m: the priority floor (and the Huber threshold LAP pairs with)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _require(self.alpha >= 0, "replay.alpha", self.alpha, "must be >= 0")
-        _positive("replay.min_priority", self.min_priority)
-
-
-# ---------------------------------------------------------------------------------------------------- loss
-@dataclass
-class LossConfig:
-    name: str = MISSING  # huber | mse | focal | mirror | pal
-
-
-@dataclass
-class HuberLossConfig(LossConfig):
-    name: str = "huber"
-    kappa: float = 1.0  # Huber threshold
-
-    def __post_init__(self) -> None:
-        _positive("loss.kappa", self.kappa)
-
-
-@dataclass
-class MSELossConfig(LossConfig):
-    name: str = "mse"
-
-
-def _check_reweighting(max_weight: float | None, base: str, kappa: float) -> None:
-    if max_weight is not None:
-        _positive("loss.max_weight", max_weight)
-    _require(base in ("huber", "mse"), "loss.base", base, "one of huber, mse")
-    _positive("loss.kappa", kappa)
-
-
-@dataclass
-class FocalLossConfig(LossConfig):
-    name: str = "focal"
-    gamma: float = 2.0  # focusing exponent γ of (1 − c)^γ
-    tau: Any = 1.0  # temperature of c = exp(−L/τ): a number > 0, or "auto" (running mean of L)
-    base: str = "huber"  # the loss L being modulated
-    kappa: float = 1.0  # Huber threshold when base = huber
-    detach_modulator: bool = False  # stop the gradient through (1 − c)^γ
-    normalize: bool = False  # divide the modulator by its batch mean
-    max_weight: float | None = None  # clip of the detached weight (None: no clip)
-
-    def __post_init__(self) -> None:
-        _require(isinstance(self.gamma, (int, float)) and self.gamma >= 0, "loss.gamma", self.gamma, "must be >= 0")
-        if self.tau != "auto":
-            _positive("loss.tau", self.tau)
-        _check_reweighting(self.max_weight, self.base, self.kappa)
-
-
-@dataclass
-class MirrorLossConfig(LossConfig):
-    name: str = "mirror"
-    alpha: float = 0.6  # weight exponent: L_i (|δ_i| + eps)^alpha / batch mean
-    eps: float = 1e-6
-    base: str = "huber"
-    kappa: float = 1.0
-    max_weight: float | None = None
-
-    def __post_init__(self) -> None:
-        _require(self.alpha >= 0, "loss.alpha", self.alpha, "must be >= 0")
-        _positive("loss.eps", self.eps)
-        _check_reweighting(self.max_weight, self.base, self.kappa)
-
-
-@dataclass
-class PALLossConfig(LossConfig):
-    name: str = "pal"
-    alpha: float = 0.4  # PAL exponent (Fujimoto et al. 2020)
-    min_priority: float = 1.0  # m
-    max_weight: float | None = None
-
-    def __post_init__(self) -> None:
-        _require(self.alpha >= 0, "loss.alpha", self.alpha, "must be >= 0")
-        _positive("loss.min_priority", self.min_priority)
-        if self.max_weight is not None:
-            _positive("loss.max_weight", self.max_weight)
-
-
-# ---------------------------------------------------------------------------------------------------- logger
 @dataclass
 class LoggerConfig:
-    kind: str = "csv"  # wandb | csv | none (CSV, config.yaml and curve.png are always written)
-    project: str = "rlfocal"  # wandb project
-    mode: str = "offline"  # wandb mode: offline (default, no account) | online | disabled
-    group: str | None = None  # wandb group; default: the arm, e.g. "per+huber", so seeds aggregate
-    log_every: int = 1000  # env steps between metric rows
+    name: str = param(MISSING, "where metrics go besides metrics.csv (always written)", choices=LOGGERS)
+    project: str = param("rlfocal", "wandb project")
+    mode: str = param("offline", "wandb mode (offline needs no account)", choices=("offline", "online", "disabled"))
+    group: str | None = param(None, "wandb group (null: env/arm, so seeds aggregate)", nullable=True)
+    log_every: int = param(1000, "steps between metric rows", unit="env steps", low=1)
 
     def __post_init__(self) -> None:
-        _require(self.kind in ("wandb", "csv", "none"), "logger.kind", self.kind, "one of wandb, csv, none")
-        _require(self.mode in ("offline", "online", "disabled"), "logger.mode", self.mode,
-                 "one of offline, online, disabled")  # fmt: skip
-        _require(self.log_every >= 1, "logger.log_every", self.log_every, "must be >= 1")
+        check_fields(self, "logger")
 
 
-# ---------------------------------------------------------------------------------------------------- gauge
 @dataclass
 class GaugeConfig:
-    every: int = 1000  # gradient steps between analogy-gauge readings, taken at the next log row (0: off)
-    sample_size: int = 1024  # stored transitions in the gauge's uniform probe
-    focal_gamma: float | None = None  # focal γ compared with PER; None: the run's loss.gamma if focal, else α/2
+    every: int = param(1000, "gradient steps between analogy-gauge readings (0: off)", unit="updates", low=0)
+    sample_size: int = param(1024, "stored transitions in the gauge's uniform probe", unit="transitions", low=2)
+    focal_gamma: float | None = param(None, "focal γ compared with PER (null: the run's, else α/2)", low=0.0,
+                                      nullable=True)  # fmt: skip
 
     def __post_init__(self) -> None:
-        _require(self.every >= 0, "gauge.every", self.every, "must be an integer >= 0")
-        _require(self.sample_size >= 2, "gauge.sample_size", self.sample_size, "must be an integer >= 2")
-        if self.focal_gamma is not None:
-            _require(self.focal_gamma >= 0, "gauge.focal_gamma", self.focal_gamma, "must be >= 0 or null")
+        check_fields(self, "gauge")
 
 
-# ---------------------------------------------------------------------------------------------------- top level
 @dataclass
 class Config:
     env: EnvConfig = MISSING
     agent: AgentConfig = MISSING
-    replay: ReplayConfig = MISSING
-    loss: LossConfig = MISSING
+    replay: SamplerConfig = MISSING
+    loss: TDLossConfig = MISSING
     logger: LoggerConfig = MISSING
     gauge: GaugeConfig = field(default_factory=GaugeConfig)
-    seed: int = 0  # seeds env, network init, exploration and replay
-    total_steps: int = 50_000  # environment steps
-    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
-    resume: bool = False  # continue from the run directory's latest checkpoint
-    eval_every: int = 5_000  # env steps between greedy evaluations (0: off)
-    eval_episodes: int = 10  # episodes per evaluation
-    eval_epsilon: float = 0.0  # ε of the evaluation policy
-    checkpoint_every: int = 10_000  # env steps between checkpoints
-    save_replay: bool = False  # include the replay buffer in checkpoints
-    torch_threads: int = 1  # intra-op CPU threads (1 is fastest for small nets)
-    deterministic: bool = False  # CUDA: deterministic kernels (cuDNN, cuBLAS workspace), bit-for-bit reruns, slower
-    progress: bool = True  # progress bar on a terminal, plain lines otherwise
+    seed: int = param(0, "seeds env, network init, exploration and replay")
+    total_steps: int = param(50_000, "length of the run", unit="env steps", low=1)
+    device: str = param("auto", "auto (cuda when available), cpu, cuda or cuda:N")
+    resume: bool = param(False, "continue from the run directory's latest checkpoint")
+    eval_every: int = param(5_000, "steps between greedy evaluations (0: off)", unit="env steps", low=0)
+    eval_episodes: int = param(10, "episodes per evaluation", unit="episodes", low=1)
+    eval_epsilon: float = param(0.0, "ε of the evaluation policy", low=0.0, high=1.0)
+    checkpoint_every: int = param(10_000, "steps between checkpoints", unit="env steps", low=1)
+    save_replay: bool = param(False, "include the replay buffer in checkpoints")
+    torch_threads: int = param(1, "intra-op CPU threads (1 is fastest for small nets)", low=1)
+    deterministic: bool = param(False, "CUDA: deterministic kernels, bit-for-bit reruns, slower")
+    progress: bool = param(True, "progress bar on a terminal, plain lines otherwise")
 
     def __post_init__(self) -> None:
-        _require(self.total_steps >= 1, "total_steps", self.total_steps, "must be an integer >= 1")
-        _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
-                 self.device, "one of auto, cpu, cuda, cuda:N")  # fmt: skip
-        _require(self.eval_every >= 0, "eval_every", self.eval_every, "must be >= 0")
-        _require(self.eval_episodes >= 1, "eval_episodes", self.eval_episodes, "must be >= 1")
-        _in_unit("eval_epsilon", self.eval_epsilon)
-        _require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, "must be >= 1")
-        _require(self.torch_threads >= 1, "torch_threads", self.torch_threads, "must be >= 1")
+        check_fields(self, "")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            fail("device", self.device, "one of auto, cpu, cuda, cuda:N")
+        if self.replay.capacity < self.agent.batch_size:
+            fail("replay.capacity", self.replay.capacity, f"must be >= agent.batch_size={self.agent.batch_size}")
 
 
-SCHEMAS = {
-    "replay": {"uniform": UniformReplayConfig, "per": PERConfig, "lap": LAPConfig},
-    "loss": {
-        "huber": HuberLossConfig,
-        "mse": MSELossConfig,
-        "focal": FocalLossConfig,
-        "mirror": MirrorLossConfig,
-        "pal": PALLossConfig,
-    },
-}
-
-
-def arm_label(replay_kind: str, loss: dict[str, Any]) -> str:
-    """``<sampler>+<loss>(<salient loss parameters>)`` from plain values, so a resolved ``config.yaml`` names its
-    arm exactly as the run did (``rlfocal.builders.arm_name``)."""
-    loss = dict(loss)
-    name = loss.pop("name")
-    salient = {"focal": ("gamma", "tau"), "mirror": ("alpha",), "pal": ("alpha",)}.get(name, ())
-    if loss.get("max_weight") is not None:  # clipped and unclipped reweighting are different arms
-        salient += ("max_weight",)
-    params = ",".join(f"{k}={loss[k]:g}" if isinstance(loss[k], float) else f"{k}={loss[k]}" for k in salient)
-    return f"{replay_kind}+{name}" + (f"({params})" if params else "")
+GROUPS: dict[str, dict[str, type]] = {"replay": SAMPLER_CONFIGS, "loss": TD_LOSS_CONFIGS}
 
 
 def register_configs() -> None:
-    """Register the schemas Hydra's YAML files extend (``defaults: [<name>_schema]``)."""
+    """Register with Hydra: the schemas the YAML files extend (``<group>_schema``), and every registered sampler
+    and loss as a group option of its own (``replay=per``, ``loss=focal``: no YAML file needed)."""
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     cs.store(group="env", name="env_schema", node=EnvConfig)
     cs.store(group="agent", name="agent_schema", node=AgentConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
-    for group, options in SCHEMAS.items():
+    for group, options in GROUPS.items():
         for name, node in options.items():
-            cs.store(group=group, name=f"{name}_schema", node=node)
+            cs.store(group=group, name=name, node=node)
+
+
+def _unknown_keys(node: Any, cls: type, prefix: str) -> list[str]:
+    """Keys of the composed ``node`` that the dataclass ``cls`` does not declare (recursively)."""
+    declared = {f.name: f for f in dataclasses.fields(cls)}
+    out = []
+    for key in node:
+        if key not in declared:
+            out.append(f"{prefix}{key}")
+            continue
+        child = node._get_node(key)
+        child_cls = OmegaConf.get_type(child) if isinstance(child, DictConfig) else None
+        if child_cls is not None and dataclasses.is_dataclass(child_cls):
+            out += _unknown_keys(child, child_cls, f"{prefix}{key}.")
+    return out
 
 
 def validate(cfg: DictConfig) -> Config:
     """Instantiate the composed config (running every range check); raises ``ConfigError`` with one line."""
-    return OmegaConf.to_object(cfg)
+    unknown = _unknown_keys(cfg, Config, "")
+    if unknown:
+        raise ConfigError(f"{', '.join(unknown)}: no such setting (python -m rlfocal.train --help lists them)")
+    try:
+        return OmegaConf.to_object(cfg)
+    except ValidationError as err:
+        raise ConfigError(str(err).splitlines()[0]) from None
+
+
+def help_lines() -> list[str]:
+    """Every setting with its meaning, unit and range, group by group, for ``--help``."""
+    lines = [*describe(Config, ""), *describe(EnvConfig, "env."), *describe(AgentConfig, "agent.")]
+    lines += [*describe(LoggerConfig, "logger."), *describe(GaugeConfig, "gauge.")]
+    for group, options in GROUPS.items():
+        for name, cls in options.items():
+            lines.append(f"{group}={name}: {(cls.__doc__ or '').splitlines()[0]}")
+            lines += ["  " + line for line in describe(cls, f"{group}.") if not line.startswith(f"{group}.name=")]
+    return lines

@@ -25,13 +25,15 @@ optimizer, sampler or loss state.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from rlfocal import losses
+from rlfocal.metrics import COLUMNS
 
-GAUGE_KEYS = ("grad_cosine", "shift_cosine", "modulator_spearman", "priority_ess", "priority_staleness")
+GAUGE_KEYS = tuple(name.removeprefix("gauge/") for name in COLUMNS if name.startswith("gauge/"))
 
 
 def rank_average(x: np.ndarray) -> np.ndarray:
@@ -81,17 +83,17 @@ def analogy_gauge(
     buffer,
     rng: np.random.Generator,
     *,
+    priority: Callable[[np.ndarray], np.ndarray],
+    beta: float,
     sample_size: int = 1024,
     focal_gamma: float = 0.3,
-    alpha: float = 0.6,
-    beta: float = 0.4,
-    eps: float = 1e-6,
     kappa: float = 1.0,
 ) -> dict[str, float]:
     """The gauge's readings (keys ``GAUGE_KEYS``) for ``agent`` (a ``agents.dqn.DQN``) on ``buffer``.
 
-    ``focal_gamma`` is focal-TD's γ (DESIGN.md predicts γ = α/2 mimics PER); its τ is the probe's mean Huber loss
-    (the scale-free ``tau: auto`` without a running state). ``alpha``, ``beta``, ``eps`` define the PER side.
+    ``focal_gamma`` is focal-TD's γ (the α = 2γ prediction); its τ is the probe's mean Huber loss (the scale-free
+    ``tau: auto`` without a running state). The PER side is a sampler's: ``priority`` (its ``priority(td)``, the mass
+    p^α it would store) and its IS exponent ``beta``; nothing here restates α or ε.
     """
     batch = buffer.peek(min(sample_size, len(buffer)), rng).to_torch(agent.device)
     td, _ = agent.td_errors(batch, eager=True)
@@ -99,7 +101,7 @@ def analogy_gauge(
     tau = loss.detach().mean().clamp_min(1e-12)
     focal = losses.focal_td(td, gamma=focal_gamma, tau=tau, kappa=kappa)
     with torch.no_grad():
-        p = (td.abs() + eps).pow(alpha)
+        p = torch.as_tensor(priority(td.detach().cpu().numpy()), device=td.device)
         prob = p / p.sum()
         w = (prob * td.numel()).pow(-beta)
         w = w / w.max()
@@ -115,7 +117,7 @@ def analogy_gauge(
 
     sampler = buffer.sampler
     if hasattr(sampler, "tree"):
-        modulator = (-torch.expm1(-loss.detach() / tau)).pow(focal_gamma)
+        modulator = losses.focal_modulator(loss.detach(), focal_gamma, tau)
         slots = batch.indices.cpu().numpy()
         out["modulator_spearman"] = spearman(modulator.cpu().numpy(), sampler.tree.get(slots))
         stored = buffer.stored_slots()

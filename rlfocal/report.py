@@ -16,7 +16,7 @@ Choices, also stated in the report itself:
   environments (``KNOWN_RANGES``), otherwise min–max over every logged value of the metric in that environment.
   CIs: stratified bootstrap over runs within environments (``rlfocal.stats``).
 - Runs without ``summary.json`` (unfinished or still running) are included, marked, and listed in a note; their
-  arm label comes from ``config.yaml`` by the same rule training uses (``rlfocal.config.arm_label``).
+  arm label comes from ``config.yaml`` by the same rule training uses (``rlfocal.losses.arm_label``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from rlfocal import stats
-from rlfocal.config import arm_label
+from rlfocal.losses import arm_label
 
 METRICS = ("eval/return", "charts/episodic_return")
 TRAIN_RETURN = "charts/episodic_return"
@@ -130,9 +130,10 @@ def load_run(path: Path) -> Run:
             raise ReportError("unreadable summary.json") from None
     try:
         env = summary.get("env") or cfg["env"]["name"]
-        arm = summary.get("arm") or arm_label(cfg["replay"]["kind"], cfg["loss"])
-    except (KeyError, TypeError):
-        raise ReportError("config.yaml lacks env.name, replay.kind or loss.name") from None
+        sampler = cfg["replay"].get("name") or cfg["replay"]["kind"]  # "kind" in runs made before 2026-12
+        arm = summary.get("arm") or arm_label(sampler, cfg["loss"])
+    except (KeyError, TypeError, AttributeError):
+        raise ReportError("config.yaml lacks env.name, replay.name or loss.name") from None
     seed = summary.get("seed", cfg.get("seed"))
     columns = read_csv(path / "metrics.csv")
     if columns["global_step"].size == 0:

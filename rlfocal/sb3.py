@@ -19,7 +19,6 @@ to the buffer as the new priorities. The target stays SB3's ``max_a Q_target(s',
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import pathlib
 import warnings
@@ -35,14 +34,13 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 from stable_baselines3.dqn import DQN as SB3DQN
 
-from rlfocal.builders import make_td_loss
 from rlfocal.checkpoint import CheckpointError, load_plain, save_plain
-from rlfocal.config import SCHEMAS
+from rlfocal.losses import TD_LOSS_CONFIGS, td_loss_config
 from rlfocal.replay.samplers import PrioritizedSampler, check_finite
 
 __all__ = ["DQN", "PrioritizedReplayBuffer", "PrioritizedReplayBufferSamples", "TD_LOSS_NAMES"]
 
-TD_LOSS_NAMES: tuple[str, ...] = tuple(SCHEMAS["loss"])
+TD_LOSS_NAMES: tuple[str, ...] = tuple(TD_LOSS_CONFIGS)  # the registry's names, as loss=NAME takes them
 """Names ``DQN(td_loss=...)`` accepts: the losses of ``configs/loss/`` (huber, mse, focal, mirror, pal)."""
 
 
@@ -267,22 +265,20 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
 
 def _make_td_loss(name: str, kwargs: dict[str, Any] | None) -> Callable[[th.Tensor], th.Tensor]:
-    """The per-sample TD loss of δ that ``configs/loss/<name>.yaml`` would give, with the same range checks."""
-    if name not in SCHEMAS["loss"]:
+    """The per-sample TD loss of δ that ``loss=<name>`` would give, from the same registry and range checks."""
+    if name not in TD_LOSS_CONFIGS:
         raise ValueError(f"unknown td_loss {name!r}; valid names: {', '.join(TD_LOSS_NAMES)}")
-    schema = SCHEMAS["loss"][name]
-    allowed = [f.name for f in dataclasses.fields(schema) if f.name != "name"]
-    unknown = sorted(set(kwargs or {}) - set(allowed))
-    if unknown:
-        raise ValueError(f"td_loss_kwargs {unknown} are not options of td_loss={name!r}; valid: {allowed}")
-    return make_td_loss(schema(**(kwargs or {})))
+    try:
+        return td_loss_config(name, **(kwargs or {})).build()
+    except ValueError as err:  # ConfigError is a ValueError: keep the one-line message
+        raise ValueError(f"td_loss_kwargs: {err}") from None
 
 
 class DQN(SB3DQN):
     """SB3's DQN whose loss is an rlfocal TD loss, weighted by PER's IS weights, with priorities written back.
 
     Takes every argument of ``stable_baselines3.DQN`` plus ``td_loss`` (one of ``TD_LOSS_NAMES``) and
-    ``td_loss_kwargs`` (that loss's options, as in ``configs/loss/<name>.yaml``, e.g. ``{"gamma": 2, "tau": "auto"}``
+    ``td_loss_kwargs`` (that loss's options, as ``loss.<option>`` takes them, e.g. ``{"gamma": 2, "tau": "auto"}``
     for focal). Any replay buffer works; with a ``PrioritizedReplayBuffer`` the IS weights apply, |δ| goes back as
     priorities after every gradient step, β anneals over the run, and ``n_steps`` (if > 1) is handed to it. With
     focal ``tau="auto"`` the running mean of the loss restarts after ``load``.

@@ -1,9 +1,10 @@
 """``python -m rlfocal.train env=... replay=... loss=...``: train one arm of the study on one environment.
 
-The loop reads top to bottom, as in CleanRL: act → store → sample → learn → update priorities → log. The run
-directory (Hydra's; ``hydra.run.dir=...`` sets it) receives ``config.yaml``, ``metrics.csv``, ``checkpoints/``,
-and at the end ``curve.png`` and ``summary.json``. SIGTERM/SIGINT write a checkpoint and exit; ``resume=true``
-continues from it to the same ``total_steps``; a NaN/inf loss stops the run and keeps the last good checkpoint.
+``build_run`` makes the pieces (environments, replay, agent, logger, resume state); ``train`` is the loop, which
+reads top to bottom as in CleanRL: act → store → sample → learn → update priorities → log. The run directory
+(Hydra's; ``hydra.run.dir=...`` sets it) receives ``config.yaml``, ``metrics.csv``, ``checkpoints/``, and at the
+end ``curve.png`` and ``summary.json``. SIGTERM/SIGINT write a checkpoint and exit; ``resume=true`` continues from
+it to the same ``total_steps``; a NaN/inf loss stops the run and keeps the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +24,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from rlfocal import logging as runlog
+from agents.dqn import DQN
+from rlfocal import runlog
 from rlfocal.builders import (
     arm_name,
     linear_schedule,
@@ -36,6 +39,8 @@ from rlfocal.checkpoint import load_checkpoint, save_checkpoint
 from rlfocal.config import Config, ConfigError, register_configs, validate
 from rlfocal.envs import make_env
 from rlfocal.envs.vector import make_vec_env
+from rlfocal.metrics import prefixed
+from rlfocal.replay import ReplayBuffer
 
 
 class NonFiniteLoss(RuntimeError):
@@ -50,11 +55,13 @@ class Counters:
     updates: int = 0
     episodes: int = 0
     gauge_updates: int = 0  # counters.updates at the last gauge reading
+    wall_time_s: float = 0.0  # training time of the run's earlier parts (resumed runs report the whole run)
+    start_step: int = 0  # global_step when this part began
     logger: dict = field(default_factory=dict)
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT; the loop checks it once per step and stops at a clean point."""
+    """Set by SIGTERM/SIGINT; the loop (and evaluation) checks it and stops at a clean point."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -69,13 +76,60 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
-def evaluate(agent, env, episodes: int, epsilon: float, rng: np.random.Generator) -> tuple[float, float]:
-    """Mean and std of the return of the ε-greedy policy over whole episodes (exploration draws from ``rng``)."""
+@dataclass
+class Run:
+    """Everything the loop touches, built once by ``build_run``."""
+
+    cfg: Config
+    run_dir: Path
+    envs: object
+    eval_env: object
+    eval_rng: np.random.Generator
+    buffer: ReplayBuffer
+    agent: DQN
+    gauge: object
+    log: runlog.RunLogger
+    counters: Counters
+    arm: str
+    device: torch.device
+    stop: StopFlag | None = None
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.pt"
+
+
+def gradient_steps_due(prev: int, step: int, learning_starts: int, train_freq: int) -> int:
+    """Gradient steps owed for the env steps ``(prev, step]``: one per multiple of ``train_freq`` past
+    ``learning_starts`` (a step of N environments can owe several, or none)."""
+    if step <= learning_starts:
+        return 0
+    return step // train_freq - max(prev, learning_starts) // train_freq
+
+
+def crossed(prev: int, step: int, period: int) -> bool:
+    """A multiple of ``period`` lies in ``(prev, step]``: every-k-steps events survive steps of N envs."""
+    return step // period > prev // period
+
+
+def exploration_epsilon(cfg: Config, step: int) -> float:
+    """ε of the behaviour policy: 1 during warm-up, then linear from eps_start to eps_end."""
+    a = cfg.agent
+    if step < a.learning_starts:
+        return 1.0
+    return linear_schedule(a.eps_start, a.eps_end, int(a.eps_fraction * cfg.total_steps), step)
+
+
+def evaluate(agent, env, episodes: int, epsilon: float, rng: np.random.Generator, stop: StopFlag | None = None):
+    """Mean and std of the return of the ε-greedy policy over whole episodes (exploration draws from ``rng``);
+    (NaN, NaN) if a stop signal arrives mid-way, so a SIGTERM is answered within one environment step."""
     returns = []
     for _ in range(episodes):
         obs, _ = env.reset()
         done, total = False, 0.0
         while not done:
+            if stop is not None and stop.signum is not None:
+                return math.nan, math.nan
             obs, reward, term, trunc, _ = env.step(agent.act(obs, epsilon, rng))
             total += float(reward)
             done = term or trunc
@@ -83,23 +137,130 @@ def evaluate(agent, env, episodes: int, epsilon: float, rng: np.random.Generator
     return float(np.mean(returns)), float(np.std(returns))
 
 
-def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
-    """Train to ``cfg.total_steps`` environment steps; returns the summary."""
+class LogWindow:
+    """What a metrics row summarises: episodes finished, the last evaluation and throughput since the last row."""
+
+    def __init__(self, step: int) -> None:
+        self.returns: list[float] = []
+        self.lengths: list[int] = []
+        self.eval = (math.nan, math.nan)
+        self.t0, self.s0 = time.perf_counter(), step
+
+    def add_episodes(self, episodes) -> None:
+        for _, episode_return, episode_length in episodes:  # whole games: raw scores, even on Atari
+            self.returns.append(episode_return)
+            self.lengths.append(episode_length)
+
+    def row(self, step: int) -> dict[str, float]:
+        """The window's part of a row, then start the next window."""
+        now = time.perf_counter()
+        row = {
+            "charts/episodic_return": float(np.mean(self.returns)) if self.returns else math.nan,
+            "charts/episodic_length": float(np.mean(self.lengths)) if self.lengths else math.nan,
+            "charts/SPS": (step - self.s0) / max(now - self.t0, 1e-9),
+            "eval/return": self.eval[0],
+            "eval/return_std": self.eval[1],
+        }
+        self.__init__(step)
+        self.t0 = now
+        return row
+
+
+def learn_step(r: Run):
+    """One gradient step on a sampled batch; TD errors go back to the sampler. Returns (learn output, weights)."""
+    batch = r.buffer.sample_torch(r.cfg.agent.batch_size, r.device)
+    out = r.agent.learn(batch)
+    r.counters.updates += 1
+    if r.cfg.replay.prioritized:
+        try:
+            r.buffer.update_priorities(batch.indices, out.td_errors)
+        except ValueError as err:
+            raise NonFiniteLoss(str(err)) from None
+    return out, batch.weights
+
+
+def metrics_row(r: Run, step: int, epsilon: float, window: LogWindow, last) -> dict[str, float]:
+    """One row of ``metrics.csv``: the window, the last gradient step, the sampler and, when due, the gauge."""
+    c = r.counters
+    row = {"global_step": step, "charts/episodes": c.episodes, "charts/epsilon": epsilon, "charts/updates": c.updates}
+    row |= window.row(step)
+    row["replay/size"] = len(r.buffer)
+    if last is not None:
+        out, weights = last
+        row["losses/td_loss"] = float(out.loss)
+        row["losses/q_values"] = float(out.q_mean)
+        row["losses/td_abs"] = float(out.td_errors.abs().mean())
+        row["replay/is_weight_min"] = float(weights.min())
+    row |= prefixed("replay", r.buffer.stats())
+    if r.cfg.gauge.every and c.updates - c.gauge_updates >= r.cfg.gauge.every:
+        row |= prefixed("gauge", r.gauge(r.agent))
+        c.gauge_updates = c.updates
+    return row
+
+
+def checkpoint(r: Run) -> None:
+    if bool(r.agent.nonfinite):  # one host sync, only when logging or checkpointing
+        raise NonFiniteLoss("loss became NaN/inf")
+    r.counters.logger = r.log.state
+    save_checkpoint(r.ckpt_path, r.agent, r.buffer if r.cfg.save_replay else None, vars(r.counters))
+
+
+def train(r: Run) -> None:
+    """The loop: from the counters' step to ``total_steps``, or until a stop signal."""
+    cfg, a, c = r.cfg, r.cfg.agent, r.counters
+    n = cfg.env.num_envs
+    env_ids = np.arange(n)
+    # learn once the buffer holds learning_starts transitions: true anyway in a fresh run, and after a resume
+    # without the saved replay it keeps the first updates off a near-empty buffer
+    warm = max(a.batch_size, min(a.learning_starts, cfg.replay.capacity))
+    obs = r.envs.reset(seed=cfg.seed + c.global_step) if c.global_step else r.envs.reset()
+    step = prev = c.global_step
+    window, last = LogWindow(step), None
+    while step < cfg.total_steps and r.stop.signum is None:
+        # act in every environment and store the steps (each env is its own n-step stream)
+        epsilon = exploration_epsilon(cfg, step)
+        actions = r.agent.act_batch(obs, epsilon)
+        out = r.envs.step(actions)
+        r.buffer.add_batch(obs, actions, out.rewards, out.next_obs, out.terminated, out.truncated, env_ids)
+        obs = out.obs
+        window.add_episodes(out.episodes)
+        c.episodes += len(out.episodes)
+        prev, step = step, step + n
+        c.global_step = step
+
+        # ALGO LOGIC: gradient steps on sampled batches, TD errors back to the sampler; then the target network
+        if len(r.buffer) >= warm:
+            for _ in range(gradient_steps_due(prev, step, a.learning_starts, a.train_freq)):
+                last = learn_step(r)
+        if crossed(prev, step, a.target_update_period):
+            r.agent.update_target(a.tau)
+
+        # evaluate (always at the end, so the final return is never missing), log, checkpoint
+        done = step >= cfg.total_steps
+        if (cfg.eval_every and crossed(prev, step, cfg.eval_every)) or done:
+            window.eval = evaluate(r.agent, r.eval_env, cfg.eval_episodes, cfg.eval_epsilon, r.eval_rng, r.stop)
+        if crossed(prev, step, cfg.logger.log_every) or done:
+            if bool(r.agent.nonfinite):
+                raise NonFiniteLoss("loss became NaN/inf")
+            r.log.write(metrics_row(r, step, epsilon, window, last))
+        if crossed(prev, step, cfg.checkpoint_every) or done:
+            checkpoint(r)
+
+
+def build_run(cfg: Config, run_dir: Path, config_dict: dict) -> Run:
+    """Environments, replay, agent, gauge and logger for ``cfg``; restores the checkpoint when resuming."""
     torch.set_num_threads(cfg.torch_threads)
     set_determinism(cfg.deterministic)
     device = resolve_device(cfg.device)
     n = cfg.env.num_envs
     envs = make_vec_env(cfg.env.name, cfg.seed, n, mode=cfg.env.vector_mode, train=True, **cfg.env.kwargs)
     eval_env = make_env(cfg.env.name, cfg.seed + 10_000, train=False, **cfg.env.kwargs)
-    eval_rng = np.random.default_rng(cfg.seed + 10_000)  # evaluation observes; it never draws from training's RNG
     obs_shape, obs_dtype = envs.single_observation_space.shape, envs.single_observation_space.dtype
     a = cfg.agent
     total_updates = max(0, cfg.total_steps - a.learning_starts) // a.train_freq
     buffer = make_replay(cfg, obs_shape, obs_dtype, total_updates)
     agent = make_agent(cfg, obs_shape, int(envs.single_action_space.n), device)
-    gauge = make_gauge(cfg, buffer)
-    arm = arm_name(cfg)
-    prioritized = cfg.replay.kind != "uniform"
+    warn_if_too_short(cfg)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoints" / "last.pt"
@@ -111,125 +272,65 @@ def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
         print(f"resuming {run_dir} at step {resume_step:,} of {cfg.total_steps:,}")
     elif cfg.resume:
         print(f"resume=true but no checkpoint at {ckpt_path}: starting from scratch")
+    counters.start_step = counters.global_step
     OmegaConf.save(OmegaConf.create(config_dict), run_dir / "config.yaml")
+    arm = arm_name(cfg)
     log = runlog.RunLogger(run_dir, cfg, arm, config_dict, resume_step, counters.logger)
-    counters.logger = log.state
+    return Run(cfg, run_dir, envs, eval_env, np.random.default_rng(cfg.seed + 10_000), buffer, agent,
+               make_gauge(cfg, buffer), log, counters, arm, device)  # fmt: skip
 
-    def ensure_finite() -> None:
-        if bool(agent.nonfinite):  # one host sync, only when logging or checkpointing
-            raise NonFiniteLoss("loss became NaN/inf")
 
-    def checkpoint() -> None:
-        ensure_finite()
-        save_checkpoint(ckpt_path, agent, buffer if cfg.save_replay else None, vars(counters))
+def warn_if_too_short(cfg: Config) -> None:
+    """Say at the start when a run cannot learn anything: no gradient step, or no evaluation before the end."""
+    a = cfg.agent
+    if gradient_steps_due(0, cfg.total_steps, a.learning_starts, a.train_freq) == 0:
+        warnings.warn(
+            f"total_steps={cfg.total_steps:,} leaves no gradient step (agent.learning_starts={a.learning_starts:,}, "
+            f"agent.train_freq={a.train_freq}): this run only measures a random policy",
+            stacklevel=2,
+        )
 
-    stop = StopFlag()
-    obs = envs.reset(seed=cfg.seed + counters.global_step) if counters.global_step else envs.reset()
-    env_ids = np.arange(n)
-    window_returns: list[float] = []
-    window_lengths: list[int] = []
-    last_eval = (math.nan, math.nan)
-    last_learn, last_weights = None, None
-    t_window, s_window = time.perf_counter(), counters.global_step
-    eps_steps = int(a.eps_fraction * cfg.total_steps)
-    # learn once the buffer holds learning_starts transitions: true anyway in a fresh run, and after a resume
-    # without the saved replay it keeps the first updates off a near-empty buffer
-    warm = max(a.batch_size, min(a.learning_starts, cfg.replay.capacity))
-    step = start_step = prev = counters.global_step
 
-    def crossed(period: int) -> bool:
-        """A multiple of ``period`` lies in ``(prev, step]``: every-k-steps events survive steps of N envs."""
-        return step // period > prev // period
-
+def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
+    """Train to ``cfg.total_steps`` environment steps; returns the summary."""
+    r = build_run(cfg, run_dir, config_dict)
+    r.stop = StopFlag()
     t_start = time.perf_counter()
     try:
-        while step < cfg.total_steps and stop.signum is None:
-            # act in every environment and store the steps (each env is its own n-step stream)
-            epsilon = 1.0 if step < a.learning_starts else linear_schedule(a.eps_start, a.eps_end, eps_steps, step)
-            actions = agent.act_batch(obs, epsilon)
-            out = envs.step(actions)
-            buffer.add_batch(obs, actions, out.rewards, out.next_obs, out.terminated, out.truncated, env_ids)
-            obs = out.obs
-            for _, episode_return, episode_length in out.episodes:  # whole games: raw scores, even on Atari
-                window_returns.append(episode_return)
-                window_lengths.append(episode_length)
-                counters.episodes += 1
-            prev, step = step, step + n
-            counters.global_step = step
-
-            # ALGO LOGIC: one gradient step per train_freq environment steps past learning_starts; feed the TD
-            # errors back to the sampler
-            if step > a.learning_starts and len(buffer) >= warm:
-                for _ in range(step // a.train_freq - max(prev, a.learning_starts) // a.train_freq):
-                    batch = buffer.sample_torch(a.batch_size, device)
-                    last_learn, last_weights = agent.learn(batch), batch.weights
-                    counters.updates += 1
-                    if prioritized:
-                        try:
-                            buffer.update_priorities(batch.indices, last_learn.td_errors)
-                        except ValueError as err:
-                            raise NonFiniteLoss(str(err)) from None
-            if crossed(a.target_update_period):
-                agent.update_target(a.tau)
-
-            # evaluate, log, checkpoint
-            if cfg.eval_every and crossed(cfg.eval_every):
-                last_eval = evaluate(agent, eval_env, cfg.eval_episodes, cfg.eval_epsilon, eval_rng)
-            if crossed(cfg.logger.log_every) or step >= cfg.total_steps:
-                ensure_finite()
-                now = time.perf_counter()
-                row = {
-                    "global_step": step,
-                    "charts/episodic_return": float(np.mean(window_returns)) if window_returns else math.nan,
-                    "charts/episodic_length": float(np.mean(window_lengths)) if window_lengths else math.nan,
-                    "charts/episodes": counters.episodes,
-                    "charts/epsilon": epsilon,
-                    "charts/SPS": (step - s_window) / max(now - t_window, 1e-9),
-                    "replay/size": len(buffer),
-                    "eval/return": last_eval[0],
-                    "eval/return_std": last_eval[1],
-                }
-                if last_learn is not None:
-                    row.update({
-                        "losses/td_loss": float(last_learn.loss),
-                        "losses/q_values": float(last_learn.q_mean),
-                        "losses/td_abs": float(last_learn.td_errors.abs().mean()),
-                        "replay/is_weight_min": float(last_weights.min()),
-                    })  # fmt: skip
-                row.update({f"replay/{k}": v for k, v in buffer.stats().items()})
-                if cfg.gauge.every and counters.updates - counters.gauge_updates >= cfg.gauge.every:
-                    row.update({f"gauge/{k}": v for k, v in gauge(agent).items()})
-                    counters.gauge_updates = counters.updates
-                log.write(row)
-                window_returns, window_lengths, last_eval = [], [], (math.nan, math.nan)
-                t_window, s_window = now, step
-            if crossed(cfg.checkpoint_every) or step >= cfg.total_steps:
-                checkpoint()
+        train(r)
     except NonFiniteLoss as err:
-        log.close()
-        good = f"the last good checkpoint is {ckpt_path}" if ckpt_path.exists() else "no checkpoint was written"
-        msg = f"stopped at step {step:,}: {err}. Lower agent.lr or check the loss settings; {good}."
+        r.log.close()
+        good = f"the last good checkpoint is {r.ckpt_path}" if r.ckpt_path.exists() else "no checkpoint was written"
+        msg = f"stopped at step {r.counters.global_step:,}: {err}. Lower agent.lr or check the loss settings; {good}."
         print(f"\n{msg}", file=sys.stderr)
         raise NonFiniteLoss(msg) from None
     finally:
-        stop.restore()
+        r.stop.restore()
+        r.counters.wall_time_s += time.perf_counter() - t_start
 
-    if stop.signum is not None:
-        checkpoint()
-        log.close()
-        name = signal.Signals(stop.signum).name
-        print(f"\n{name} at step {step:,}: checkpoint written to {ckpt_path}; continue with resume=true")
-        raise SystemExit(128 + stop.signum)
+    if r.stop.signum is not None:
+        checkpoint(r)
+        r.log.close()
+        name = signal.Signals(r.stop.signum).name
+        print(f"\n{name} at step {r.counters.global_step:,}: checkpoint written to {r.ckpt_path}; continue with "
+              f"python -m rlfocal.train <the same overrides> resume=true hydra.run.dir={r.run_dir}")  # fmt: skip
+        raise SystemExit(128 + r.stop.signum)
+    return finish(r)
 
-    wall = time.perf_counter() - t_start
-    log.close()
-    envs.close()
-    eval_env.close()
-    runlog.plot_curve(run_dir / "metrics.csv", run_dir / "curve.png", f"{cfg.env.name}: {arm}, seed {cfg.seed}")
-    extra = {"arm": arm, "env": cfg.env.name, "seed": cfg.seed, "sps": (step - start_step) / wall,
-             "wall_time_s": wall, "run_dir": str(run_dir)}  # fmt: skip
-    summary = runlog.summarize(run_dir / "metrics.csv", extra)
-    runlog.write_json(run_dir / "summary.json", summary)
+
+def finish(r: Run) -> dict:
+    """Close everything, then write ``curve.png`` and ``summary.json`` and print the summary."""
+    cfg, c = r.cfg, r.counters
+    r.log.close()
+    r.envs.close()
+    r.eval_env.close()
+    metrics = r.run_dir / "metrics.csv"
+    runlog.plot_curve(metrics, r.run_dir / "curve.png", f"{cfg.env.name}: {r.arm}, seed {cfg.seed}")
+    extra = {"arm": r.arm, "env": cfg.env.name, "seed": cfg.seed, "updates": c.updates,
+             "sps": c.global_step / max(c.wall_time_s, 1e-9), "wall_time_s": c.wall_time_s,
+             "eval_episodes": cfg.eval_episodes, "run_dir": str(r.run_dir)}  # fmt: skip
+    summary = runlog.summarize(metrics, extra)
+    runlog.write_json(r.run_dir / "summary.json", summary)
     runlog.print_summary(summary)
     return summary
 
@@ -241,6 +342,7 @@ register_configs()
 def main(cfg: DictConfig) -> float:
     try:
         config = validate(cfg)
+        resolve_device(config.device)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -24,26 +24,26 @@ def composed(overrides: list[str], hydra: bool = False):
         return compose("config", overrides=overrides, return_hydra_config=hydra)
 
 
-EXPECTED_ARMS = {  # DESIGN.md §2's arms, plus Lin et al.'s γ = 2 and a clipped mirror
+SPOT_CHECKS = {  # a few arms' labels, written out (the rule itself is rlfocal.losses.arm_label)
     "dqn": "uniform+huber",
     "per": "per+huber",
     "focal": "uniform+focal(gamma=0.3,tau=auto)",
-    "focal_g2": "uniform+focal(gamma=2,tau=auto)",
-    "per_focal": "per+focal(gamma=0.3,tau=auto)",
-    "mirror": "uniform+mirror(alpha=0.6)",
     "mirror_clip": "uniform+mirror(alpha=0.6,max_weight=4)",
-    "lap": "lap+huber",
-    "pal": "uniform+pal(alpha=0.4)",
 }
 
 
-def test_the_study_has_the_arms_it_promises():
-    assert set(ARMS) == set(EXPECTED_ARMS)
+def test_every_arm_has_its_own_label():
+    """Two arm files never share a label (a shared label would merge them into one arm in the report)."""
+    labels = {arm: arm_name(validate(composed([f"+arm={arm}"]))) for arm in ARMS}
+    assert len(set(labels.values())) == len(ARMS), labels
+    for arm, label in SPOT_CHECKS.items():
+        assert labels[arm] == label
 
 
 @pytest.mark.parametrize("arm", ARMS)
 def test_each_arm_is_its_sampler_loss_pair(arm):
-    assert arm_name(validate(composed([f"+arm={arm}"]))) == EXPECTED_ARMS[arm]
+    cfg = validate(composed([f"+arm={arm}"]))
+    assert arm_name(cfg).startswith(f"{cfg.replay.name}+{cfg.loss.name}")
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -60,7 +60,6 @@ def test_each_experiment_sweeps_existing_options(experiment):
     assert cfg.hydra.mode == RunMode.MULTIRUN
     params = cfg.hydra.sweeper.params
     tasks = [t.strip() for t in params["+task"].split(",")]
-    arms = [a.strip() for a in params["+arm"].split(",")]
     assert set(tasks) <= set(TASKS) and all(t.startswith(experiment.split("_")[-1]) for t in tasks)
-    assert set(arms) == set(ARMS)
+    assert params["+arm"] == "glob(*)"  # every arm file joins the sweep: a new arm needs no list edited
     assert len(str(params["seed"]).split(",")) >= 3

@@ -14,7 +14,7 @@ from agents.dqn import DQN
 from agents.networks import make_network
 from rlfocal import losses
 from rlfocal.gauge import GAUGE_KEYS, analogy_gauge, effective_sample_size, rank_average, spearman
-from rlfocal.replay import PrioritizedReplay, UniformReplay
+from rlfocal.replay import PrioritizedReplay, PrioritizedSampler, UniformReplay
 
 
 def test_rank_average_matches_scipy_with_ties():
@@ -62,8 +62,9 @@ def _per_sample_grads(agent, batch) -> tuple[torch.Tensor, torch.Tensor]:
 def test_gradient_cosines_match_per_sample_reference():
     agent, buf = _filled(UniformReplay)
     gamma, alpha, beta, eps = 1.5, 0.6, 0.4, 1e-6
-    out = analogy_gauge(agent, buf, np.random.default_rng(7), sample_size=32, focal_gamma=gamma, alpha=alpha,
-                        beta=beta, eps=eps)  # fmt: skip
+    per = PrioritizedSampler(1, alpha=alpha, beta=beta, eps=eps)
+    out = analogy_gauge(agent, buf, np.random.default_rng(7), sample_size=32, focal_gamma=gamma, priority=per.priority,
+                        beta=beta)  # fmt: skip
     batch = buf.peek(32, np.random.default_rng(7)).to_torch()  # the same probe: same RNG seed
     td, jac = _per_sample_grads(agent, batch)
     # dℓ/dδ for each loss, by autograd on a float64 copy of δ
@@ -91,7 +92,9 @@ def test_gradient_cosines_match_per_sample_reference():
 
 def test_gamma_zero_is_huber_and_has_no_shift():
     agent, buf = _filled(UniformReplay)
-    out = analogy_gauge(agent, buf, np.random.default_rng(0), sample_size=64, focal_gamma=0.0, beta=0.0, alpha=0.0)
+    uniform = PrioritizedSampler(1, alpha=0.0, beta=0.0)
+    out = analogy_gauge(agent, buf, np.random.default_rng(0), sample_size=64, focal_gamma=0.0, beta=0.0,
+                        priority=uniform.priority)  # fmt: skip
     assert out["grad_cosine"] == pytest.approx(1.0, abs=1e-6)  # α = 0, β = 0: PER is uniform; γ = 0: focal is Huber
     assert math.isnan(out["shift_cosine"])
 
@@ -101,7 +104,7 @@ def test_sampler_readings_on_prioritized_replay():
     stored = buf.stored_slots()
     buf.update_priorities(stored[:10], np.linspace(0.1, 5, 10))  # update 1 refreshes 10 slots
     buf.update_priorities(stored[:5], np.linspace(0.1, 5, 5))  # update 2 refreshes 5 of them again
-    out = analogy_gauge(agent, buf, np.random.default_rng(0), sample_size=40)
+    out = analogy_gauge(agent, buf, np.random.default_rng(0), sample_size=40, priority=buf.sampler.priority, beta=0.4)
     assert set(out) == set(GAUGE_KEYS)
     # staleness: 30 slots untouched since their write (2 updates ago), 5 refreshed at update 1, 5 at update 2
     assert out["priority_staleness"] == pytest.approx((30 * 2 + 5 * 1 + 5 * 0) / 40)
@@ -113,7 +116,7 @@ def test_sampler_readings_on_prioritized_replay():
 def test_gauge_leaves_training_state_alone():
     agent, buf = _filled(PrioritizedReplay, n=40)
     before = (buf.rng.bit_generator.state, buf.sampler.num_samples, buf.beta, [p.clone() for p in agent.params])
-    analogy_gauge(agent, buf, np.random.default_rng(0), sample_size=16)
+    analogy_gauge(agent, buf, np.random.default_rng(0), sample_size=16, priority=buf.sampler.priority, beta=buf.beta)
     assert buf.rng.bit_generator.state == before[0] and buf.sampler.num_samples == before[1]
     assert buf.beta == before[2]
     assert all(p.grad is None and torch.equal(p, q) for p, q in zip(agent.params, before[3], strict=True))

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from rlfocal.config import register_configs, validate
-from rlfocal.logging import COLUMNS
+from rlfocal.metrics import COLUMNS
 from rlfocal.report import align_curves, main
 from rlfocal.train import run as train_run
 

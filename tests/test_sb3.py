@@ -81,7 +81,7 @@ def test_import_names_and_td_loss_names():
     from rlfocal import sb3
 
     assert issubclass(sb3.DQN, stable_baselines3.DQN)
-    assert set(TD_LOSS_NAMES) == {"huber", "mse", "focal", "mirror", "pal"}
+    assert set(TD_LOSS_NAMES) == {"huber", "mse", "focal", "mirror", "pal", "lap"}
 
 
 # -------------------------------------------------------------------------------- reproduces stock SB3
@@ -337,7 +337,7 @@ def test_replay_buffer_file_is_plain_data_and_a_pickled_callable_is_refused_unru
 
 
 def test_bad_td_loss_name_lists_valid_names():
-    with pytest.raises(ValueError, match="unknown td_loss 'focl'.*huber, mse, focal, mirror, pal"):
+    with pytest.raises(ValueError, match="unknown td_loss .focl.*huber, mse, focal, mirror, lap, pal"):
         DQN("MlpPolicy", "CartPole-v1", td_loss="focl")
 
 

@@ -16,7 +16,7 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from rlfocal import builders
+from rlfocal.losses import HuberLossConfig
 from rlfocal.config import register_configs, validate
 from rlfocal.train import NonFiniteLoss, run
 
@@ -127,9 +127,13 @@ def test_gauge_observes_without_changing_training(tmp_path, replay):
     [
         ("gauge.every=-1", "gauge.every=-1 is not allowed: must be an integer >= 0"),
         ("env.num_envs=0", "env.num_envs=0 is not allowed: must be an integer >= 1"),
-        ("agent.lr=-1", "agent.lr=-1.0 is not allowed: must be > 0"),
-        ("replay=per replay.beta=1.5", "replay.beta=1.5 is not allowed: must be in [0, 1]"),
-        ("loss=focal loss.gamma=-2", "loss.gamma=-2.0 is not allowed: must be >= 0"),
+        ("agent.lr=-1", "agent.lr=-1.0 is not allowed: must be a finite number > 0"),
+        ("replay=per replay.beta=1.5", "replay.beta=1.5 is not allowed: must be a finite number in [0, 1]"),
+        ("loss=focal loss.gamma=-2", "loss.gamma=-2.0 is not allowed: must be a finite number >= 0"),
+        ("replay=per replay.alpha=inf", "replay.alpha=inf is not allowed: must be finite"),
+        ("loss=focal +loss.gama=2", "loss.gama: no such setting (python -m rlfocal.train --help lists them)"),
+        ("replay.capacity=64 agent.batch_size=128", "replay.capacity=64 is not allowed: must be >= agent.batch_size=128"),
+        ("device=cuda", "device='cuda' is not allowed: CUDA is not available here; use device=cpu or auto"),
         ("total_steps=0", "total_steps=0 is not allowed: must be an integer >= 1"),
     ],
 )
@@ -192,7 +196,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real = builders.make_td_loss
+    real = HuberLossConfig.build
 
     def poisoned(loss_cfg):
         loss, calls = real(loss_cfg), [0]
@@ -203,7 +207,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
         return fn
 
-    monkeypatch.setattr(builders, "make_td_loss", poisoned)
+    monkeypatch.setattr(HuberLossConfig, "build", poisoned)
     with pytest.raises(NonFiniteLoss, match="stopped at step"):
         train(tmp_path, ["replay=uniform", "total_steps=600", "agent.train_freq=2", "checkpoint_every=100"])
     assert (tmp_path / "checkpoints" / "last.pt").exists()

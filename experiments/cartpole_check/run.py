@@ -17,7 +17,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from rlfocal.logging import read_metrics
+from rlfocal.runlog import read_metrics
 
 THRESHOLD = 475.0
 

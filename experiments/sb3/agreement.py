@@ -24,7 +24,7 @@ import numpy as np
 from run import binned, rlfocal_config, train_sb3, write_command
 from scipy import stats
 
-from rlfocal.logging import read_metrics
+from rlfocal.runlog import read_metrics
 from rlfocal.train import run as rlfocal_run
 
 IMPLS = ("rlfocal", "sb3")

@@ -1,16 +1,35 @@
 """Samplers: which stored slots a batch contains, their importance weights, and priority bookkeeping.
 
-A sampler sees slots, never transition data. The storage tells it which slots were written or evicted, and
-which window ``[start, start + size)`` (mod capacity) holds transitions. Callers pass raw TD errors to
-``update_priorities``; the sampler alone turns them into priorities (ε, α and the running maximum live here,
-applied in exactly one place).
+A sampler sees slots, never transition data. The storage tells it which slots were written or evicted, and which
+window ``[start, start + size)`` (mod capacity) holds transitions. Callers pass raw TD errors to
+``update_priorities``; the sampler alone turns them into priorities (``priority``: ε, the floor and α live here,
+applied in exactly one place). Each sampler sits beside the config dataclass that registers it as ``replay=NAME``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
 import numpy as np
 
+from rlfocal.params import check_fields, fail, param
 from rlfocal.replay.sumtree import SumTree
+
+
+class Sampler(Protocol):
+    """What a replay buffer needs of a sampling rule: slots in, indices + IS weights out, TD errors back."""
+
+    def on_write(self, slots: np.ndarray) -> None: ...
+    def on_evict(self, slots: np.ndarray) -> None: ...
+    def sample(
+        self, batch_size: int, start: int, size: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+    def update_priorities(self, slots: np.ndarray, td_errors: np.ndarray) -> None: ...
+    def priority(self, td_errors: np.ndarray) -> np.ndarray: ...
+    def stats(self) -> dict[str, float]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 def check_finite(errors: np.ndarray) -> None:
@@ -43,6 +62,10 @@ class UniformSampler:
     def update_priorities(self, slots: np.ndarray, td_errors: np.ndarray) -> None:
         check_finite(td_errors)  # nothing to update, but a NaN is still a bug worth stopping on
 
+    def priority(self, td_errors: np.ndarray) -> np.ndarray:
+        """Every transition has the same sampling mass."""
+        return np.ones_like(td_errors)
+
     def stats(self) -> dict[str, float]:
         return {}
 
@@ -54,13 +77,14 @@ class UniformSampler:
 
 
 class PrioritizedSampler:
-    """Proportional PER (Schaul et al. 2016, https://arxiv.org/abs/1511.05952, §3.3).
+    """Proportional PER (Schaul et al. 2016, https://arxiv.org/abs/1511.05952, §3.3), with an optional floor.
 
-    ``P(i) = p_i^α / Σ_j p_j^α`` with ``p_i = |δ_i| + ε``; new slots get the largest ``p`` seen so far (1.0 at
-    first). Sampling is stratified over ``batch_size`` equal segments of the total mass. Importance weights are
-    ``w_i = (N P(i))^-β`` divided by their largest value, over the batch (``is_norm="batch"``) or over the
-    whole buffer (``"buffer"``, via the tree's minimum priority). β moves linearly from ``beta`` to
-    ``beta_final`` over ``beta_steps`` calls of ``sample`` (fixed when ``beta_steps`` is None), or set it directly.
+    ``P(i) = p_i^α / Σ_j p_j^α`` with ``p_i = max(|δ_i| + ε, min_priority)``; new slots get the largest ``p`` seen so
+    far (at first 1, or ``min_priority`` if larger). Sampling is stratified over ``batch_size`` equal segments of the
+    total mass. Importance weights are ``w_i = (N P(i))^-β`` divided by their largest value, over the batch
+    (``is_norm="batch"``) or over the whole buffer (``"buffer"``, via the tree's minimum priority); β = 0 gives
+    weights of exactly 1. β moves linearly from ``beta`` to ``beta_final`` over ``beta_steps`` calls of ``sample``
+    (fixed when ``beta_steps`` is None), or set it directly. LAP is this sampler with ε = 0, a floor and β = 0.
     """
 
     def __init__(
@@ -73,14 +97,18 @@ class PrioritizedSampler:
         beta_final: float = 1.0,
         beta_steps: int | None = None,
         is_norm: str = "batch",
+        min_priority: float = 0.0,
     ) -> None:
         _check_range("alpha", alpha, 0.0, None)
         _check_range("beta", beta, 0.0, 1.0)
         _check_range("beta_final", beta_final, 0.0, 1.0)
-        if not (isinstance(eps, (int, float)) and eps > 0 and np.isfinite(eps)):
-            raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
-        if beta_steps is not None and (isinstance(beta_steps, bool) or not isinstance(beta_steps, int)
-                                       or beta_steps <= 0):  # fmt: skip
+        _check_range("eps", eps, 0.0, None)
+        _check_range("min_priority", min_priority, 0.0, None)
+        if eps <= 0 and min_priority <= 0:
+            raise ValueError(f"eps must be > 0 when min_priority is 0 (so no transition starves), got {eps!r}")
+        if beta_steps is not None and (
+            isinstance(beta_steps, bool) or not isinstance(beta_steps, int) or beta_steps <= 0
+        ):
             raise ValueError(f"beta_steps must be a positive integer or None, got {beta_steps!r}")
         if is_norm not in ("batch", "buffer"):
             raise ValueError(f"is_norm must be 'batch' or 'buffer', got {is_norm!r}")
@@ -90,6 +118,7 @@ class PrioritizedSampler:
         self.beta_final = float(beta_final)
         self.beta_steps = beta_steps
         self.eps = float(eps)
+        self.min_priority = float(min_priority)
         self.is_norm = is_norm
         self.tree = SumTree(capacity, track_min=is_norm == "buffer")
         self.max_priority = 1.0  # raw, before the exponent
@@ -108,9 +137,9 @@ class PrioritizedSampler:
         _check_range("beta", value, 0.0, 1.0)
         self._beta = float(value)
 
-    # raw priority p_i = max(|δ_i| + _add, _floor) before the exponent: PER adds ε, LAP floors at m
-    _add = property(lambda self: self.eps)
-    _floor = 0.0
+    def priority(self, td_errors: np.ndarray) -> np.ndarray:
+        """The sampling mass ``max(|δ| + ε, min_priority)^α`` this sampler would store for these TD errors."""
+        return np.maximum(np.abs(td_errors) + self.eps, self.min_priority) ** self.alpha
 
     def _weights(self, priorities: np.ndarray) -> np.ndarray:
         # (N P(i))^-β / max_j (N P(j))^-β = (p_i / p_min)^-β: N and the total cancel.
@@ -134,7 +163,7 @@ class PrioritizedSampler:
         return slots, weights
 
     def update_priorities(self, slots: np.ndarray, td_errors: np.ndarray) -> None:
-        raw_max = self.tree.set_from_errors(slots, td_errors, self._add, self._floor, self.alpha)
+        raw_max = self.tree.set_from_errors(slots, td_errors, self.eps, self.min_priority, self.alpha)
         self.max_priority = max(self.max_priority, raw_max)
         self.num_updates += 1
         self.refreshed[slots] = self.num_updates
@@ -148,6 +177,9 @@ class PrioritizedSampler:
 
     def state_dict(self) -> dict:
         return {
+            "alpha": self.alpha,
+            "eps": self.eps,
+            "min_priority": self.min_priority,
             "tree": self.tree.state_dict(),
             "max_priority": self.max_priority,
             "num_samples": self.num_samples,
@@ -157,6 +189,12 @@ class PrioritizedSampler:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        for key in ("alpha", "eps", "min_priority"):
+            if key in state and float(state[key]) != getattr(self, key):
+                raise ValueError(
+                    f"the saved sampler has {key}={state[key]!r}, this one {key}={getattr(self, key)!r}: "
+                    "priorities stored under one cannot be read under the other"
+                )
         self.tree.load_state_dict(state["tree"])
         self.max_priority = float(state["max_priority"])
         self.num_samples = int(state["num_samples"])
@@ -168,25 +206,16 @@ class PrioritizedSampler:
 class LAPSampler(PrioritizedSampler):
     """Loss-adjusted prioritized sampling (Fujimoto, Meger & Precup 2020, https://arxiv.org/abs/2007.06049).
 
-    ``p_i = max(|δ_i|, min_priority)^α``, new slots at the maximum priority, and no importance weights (the
-    loss, Huber with threshold ``min_priority``, corrects the bias instead). Authors' code: github.com/sfujim/LAP-PAL.
+    PER's sampler with the priority transform ``p_i = max(|δ_i|, min_priority)`` (ε = 0), new slots at the maximum
+    priority, and β = 0: no importance weights (the loss, ``loss=lap``, corrects the bias instead). Authors' code:
+    github.com/sfujim/LAP-PAL.
     """
 
     def __init__(self, capacity: int, alpha: float = 0.6, min_priority: float = 1.0) -> None:
         if not (isinstance(min_priority, (int, float)) and min_priority > 0 and np.isfinite(min_priority)):
             raise ValueError(f"min_priority must be a finite number > 0, got {min_priority!r}")
-        super().__init__(capacity, alpha=alpha, beta=0.0)
-        self.min_priority = float(min_priority)
+        super().__init__(capacity, alpha=alpha, beta=0.0, eps=0.0, min_priority=min_priority)
         self.max_priority = self.min_priority
-
-    _add = 0.0
-    _floor = property(lambda self: self.min_priority)
-
-    def _weights(self, priorities: np.ndarray) -> np.ndarray:
-        return np.ones_like(priorities)
-
-    def stats(self) -> dict[str, float]:
-        return {"priority_max": self.max_priority, "priority_total": self.tree.total}
 
 
 def _check_range(name: str, value, low: float, high: float | None) -> None:
@@ -195,3 +224,88 @@ def _check_range(name: str, value, low: float, high: float | None) -> None:
     if not ok:
         allowed = f"[{low}, {high}]" if high is not None else f">= {low}"
         raise ValueError(f"{name} must be a finite number in {allowed}, got {value!r}")
+
+
+# ------------------------------------------------------------------------------------- configs (replay=NAME)
+@dataclass
+class SamplerConfig:
+    """A sampling rule's settings and the sampler they build; subclasses register as ``replay=<name>``."""
+
+    name: str = param("", "the sampling rule; pick it with replay=NAME")
+    capacity: int = param(50_000, "transitions the buffer holds", unit="transitions", low=1)
+    prioritized: ClassVar[bool] = False  # whether TD errors go back to the sampler
+
+    def __post_init__(self) -> None:
+        expected = type(self).__dataclass_fields__["name"].default
+        if self.name != expected:
+            fail("replay.name", self.name, f"{expected!r} for this sampler: choose another with replay=NAME")
+        check_fields(self, "replay")
+
+    def build(self, capacity: int, total_updates: int) -> Sampler:
+        """The sampler over ``capacity`` slots for a run of ``total_updates`` gradient steps."""
+        raise NotImplementedError
+
+
+SAMPLER_CONFIGS: dict[str, type[SamplerConfig]] = {}
+
+
+def register_sampler(cls: type[SamplerConfig]) -> type[SamplerConfig]:
+    """Class decorator: make ``cls`` the sampler called ``cls.name`` (its default) for ``replay=NAME``."""
+    SAMPLER_CONFIGS[cls.__dataclass_fields__["name"].default] = cls
+    return cls
+
+
+@register_sampler
+@dataclass
+class UniformReplayConfig(SamplerConfig):
+    """``replay=uniform``: DQN's replay."""
+
+    name: str = "uniform"
+
+    def build(self, capacity: int, total_updates: int) -> Sampler:
+        return UniformSampler(capacity)
+
+
+@register_sampler
+@dataclass
+class PERConfig(SamplerConfig):
+    """``replay=per``: proportional prioritized replay."""
+
+    name: str = "per"
+    alpha: float = param(0.6, "priority exponent: P(i) ∝ (|δ_i| + eps)^alpha", low=0.0)
+    beta: float = param(0.4, "initial IS exponent (0: no correction)", low=0.0, high=1.0)
+    beta_final: float = param(1.0, "IS exponent at the end of the run", low=0.0, high=1.0)
+    anneal_beta: bool = param(True, "β moves linearly from beta to beta_final over the run's gradient steps")
+    eps: float = param(1e-6, "added to |δ| so no transition starves", unit="TD error", low=0.0, strict=True)
+    is_norm: str = param(
+        "batch", "normalise IS weights by the batch max or the buffer max", choices=("batch", "buffer")
+    )
+    prioritized = True
+
+    def build(self, capacity: int, total_updates: int) -> Sampler:
+        steps = max(1, total_updates) if self.anneal_beta else None
+        return PrioritizedSampler(
+            capacity,
+            self.alpha,
+            self.beta,
+            self.eps,
+            beta_final=self.beta_final,
+            beta_steps=steps,
+            is_norm=self.is_norm,
+        )
+
+
+@register_sampler
+@dataclass
+class LAPConfig(SamplerConfig):
+    """``replay=lap``: loss-adjusted prioritized sampling (pair with ``loss=lap``, same ``min_priority``)."""
+
+    name: str = "lap"
+    alpha: float = param(0.6, "priority exponent: P(i) ∝ max(|δ_i|, min_priority)^alpha", low=0.0)
+    min_priority: float = param(
+        1.0, "m: the priority floor, on the TD error's scale", unit="TD error", low=0.0, strict=True
+    )
+    prioritized = True
+
+    def build(self, capacity: int, total_updates: int) -> Sampler:
+        return LAPSampler(capacity, self.alpha, self.min_priority)

@@ -1,20 +1,6 @@
-"""Run logging: the one place metric names live. CSV always, wandb when asked (offline by default), a progress
-line, and at the end a learning-curve PNG and a one-screen summary.
-
-Metrics (x-axis ``global_step``, environment steps):
-
-- ``charts/episodic_return``, ``charts/episodic_length``: mean over training episodes finished since the last row
-  (training rewards, so clipped on Atari); ``charts/episodes``: episodes finished so far
-- ``charts/epsilon``: exploration ε; ``charts/SPS``: environment steps per second since the last row
-- ``losses/td_loss``: mean weighted TD loss of the last gradient step; ``losses/q_values``: its mean Q(s, a);
-  ``losses/td_abs``: its mean |δ|
-- ``replay/size``; ``replay/beta``, ``replay/priority_max`` (PER/LAP); ``replay/is_weight_min``: the smallest IS
-  weight of the last batch (1 = no correction)
-- ``eval/return``, ``eval/return_std``: greedy evaluation (unclipped rewards, no episodic life)
-- ``gauge/grad_cosine``, ``gauge/shift_cosine``, ``gauge/modulator_spearman``, ``gauge/priority_ess``,
-  ``gauge/priority_staleness``: the analogy gauge (``rlfocal.gauge``), on the rows where it was read (the first
-  row after every ``gauge.every`` gradient steps)
-"""
+"""Run logging: CSV always, wandb when asked (offline by default), a progress line, and at the end a
+learning-curve PNG and a one-screen summary. Metric names, units and meanings live in ``rlfocal.metrics``; every
+row is checked against it, so what reaches wandb also reaches ``metrics.csv``."""
 
 from __future__ import annotations
 
@@ -27,28 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-COLUMNS = (
-    "global_step",
-    "charts/episodic_return",
-    "charts/episodic_length",
-    "charts/episodes",
-    "charts/epsilon",
-    "charts/SPS",
-    "losses/td_loss",
-    "losses/q_values",
-    "losses/td_abs",
-    "replay/size",
-    "replay/beta",
-    "replay/priority_max",
-    "replay/is_weight_min",
-    "eval/return",
-    "eval/return_std",
-    "gauge/grad_cosine",
-    "gauge/shift_cosine",
-    "gauge/modulator_spearman",
-    "gauge/priority_ess",
-    "gauge/priority_staleness",
-)
+from rlfocal.metrics import COLUMNS, check_row
+
 
 
 class CSVLog:
@@ -70,7 +36,8 @@ class CSVLog:
         self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS)
 
     def write(self, row: dict[str, float]) -> None:
-        self._writer.writerow({k: _fmt(v) for k, v in row.items() if k in COLUMNS})
+        check_row(row)
+        self._writer.writerow({k: _fmt(v) for k, v in row.items()})
         self._file.flush()
 
     def close(self) -> None:
@@ -82,7 +49,8 @@ def _fmt(v: float) -> str:
 
 
 class WandbLog:
-    """wandb run, offline unless ``mode='online'``; grouped by arm so seeds aggregate into mean ± CI curves."""
+    """wandb run, offline unless ``mode='online'``; grouped by ``env/arm`` so seeds aggregate into mean ± CI curves
+    and one group never mixes environments."""
 
     def __init__(self, run_dir: Path, project: str, group: str, name: str, mode: str, config: dict,
                  run_id: str | None) -> None:  # fmt: skip
@@ -145,8 +113,9 @@ class RunLogger:
         self.csv = CSVLog(run_dir / "metrics.csv", resume_step)
         self.wandb = None
         self.state = dict(state or {})  # what a resumed run needs again (the wandb run id)
-        if cfg.logger.kind == "wandb":
-            self.wandb = WandbLog(run_dir, cfg.logger.project, cfg.logger.group or arm, f"{arm}-s{cfg.seed}",
+        if cfg.logger.name == "wandb":
+            group = cfg.logger.group or f"{cfg.env.name}/{arm}"
+            self.wandb = WandbLog(run_dir, cfg.logger.project, group, f"{arm}-s{cfg.seed}",
                                   cfg.logger.mode, config_dict, self.state.get("wandb_id"))  # fmt: skip
             self.state["wandb_id"] = self.wandb.run_id
         self.progress = Progress(cfg.total_steps, resume_step or 0, cfg.progress)
