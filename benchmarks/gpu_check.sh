@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# One-command GPU check (issue 13 §3): bash benchmarks/gpu_check.sh OUT_DIR [--dry-run]
+#
+# Runs, each step under `timeout` and all within 8 minutes (GPU_CHECK_BUDGET_S, default 470 s, caps every step):
+#   1. nvidia-smi's GPU line and torch's view of the device;
+#   2. pytest tests/test_cuda.py, then every CUDA test (`-k cuda` over the test files that mention cuda);
+#   3. CUDA training smokes, PER + focal, 5k steps: MinAtar Breakout and Atari Pong (python -m rlfocal.train);
+#   4. the Atari throughput cells: rlfocal uniform vs PER, b32, 1 and 8 envs, 1M replay (agent steps/s, updates/s,
+#      peak GPU memory; benchmarks/atari_throughput.py).
+# It writes OUT_DIR/summary.json (one entry per step: ok | failed | timeout | skipped, with why), OUT_DIR/gpu_check.log
+# (everything the steps printed), the pytest JUnit XML, the smoke runs' directories and atari_throughput.json.
+# A missing optional package skips the steps that need it ("skipped: <why>") and the check goes on; the exit status
+# is 1 if a step failed or timed out, else 0. --dry-run runs the same steps on CPU at tiny sizes (CI: well under
+# a minute on an idle machine); its figures mean nothing.
+#
+# A bare GPU machine (torch, numpy and pytest only, no network) needs these wheels carried in, for its Python and
+# platform (cp311 / manylinux x86_64 below): build the wheelhouse where there is network, then install offline.
+#   pip download -d wheelhouse --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 \
+#       --implementation cp --abi cp311 setuptools wheel numba llvmlite gymnasium hydra-core omegaconf \
+#       hydra-joblib-launcher PyYAML wandb matplotlib psutil minatar ale-py opencv-python-headless
+#   pip wheel -w wheelhouse --no-deps antlr4-python3-runtime==4.9.3    # hydra's parser: an sdist only
+#   # on the GPU machine, in the repository root:
+#   pip install --no-index --find-links wheelhouse numba gymnasium hydra-core hydra-joblib-launcher wandb \
+#       matplotlib psutil minatar ale-py opencv-python-headless
+#   pip install --no-index --find-links wheelhouse --no-deps --no-build-isolation -e .
+# Needed by every step: numba + llvmlite (the sum tree; llvmlite alone is ~42 MB), hydra-core + omegaconf + antlr4
+# (the config), gymnasium (+ cloudpickle, farama-notifications), psutil, matplotlib (the run's curve.png), wandb
+# only for logger=wandb (the smokes use logger=csv). MinAtar steps: minatar. Atari steps: ale-py (ROMs included)
+# and opencv-python-headless (~50 MB). Where a carry is limited (64 MiB per call), carry the wheelhouse in parts
+# to a warm machine, or drop opencv/ale-py and let the Atari steps report "skipped".
+set -uo pipefail
+
+usage() {
+  echo "usage: bash benchmarks/gpu_check.sh OUT_DIR [--dry-run]" >&2
+  exit 2
+}
+OUT="" DRY=0
+for arg in "$@"; do
+  case $arg in
+    --dry-run) DRY=1 ;;
+    -h | --help) usage ;;
+    -*) echo "unknown option: $arg" >&2; usage ;;
+    *) [[ -z $OUT ]] || { echo "unexpected argument: $arg" >&2; usage; }; OUT=$arg ;;
+  esac
+done
+[[ -n $OUT ]] || usage
+cd "$(dirname "$0")/.." || exit 2
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2
+PY=${PYTHON:-python}
+BUDGET_S=${GPU_CHECK_BUDGET_S:-470}
+LOG=$OUT/gpu_check.log STEPS=$OUT/steps.tsv
+: >"$LOG"
+: >"$STEPS"
+T0=$SECONDS
+
+if ((DRY)); then
+  DEVICE=cpu
+  SMOKE=(total_steps=150 agent.learning_starts=100 replay.capacity=1000 logger.log_every=50)
+  CELLS=(--contenders rlfocal-per --num-envs 1 --steps 32 --learning-starts 64 --capacity 1000)
+else
+  DEVICE=cuda
+  SMOKE=(total_steps=5000 agent.learning_starts=1000 replay.capacity=100000 logger.log_every=1000)
+  CELLS=(--contenders rlfocal-uniform,rlfocal-per --num-envs 1,8 --steps 8000 --learning-starts 2000 --capacity 1000000)
+fi
+
+log() { echo "[gpu_check +$((SECONDS - T0))s] $*" | tee -a "$LOG"; }
+record() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "${5//[$'\t\n']/ }" >>"$STEPS"; }  # name status rc s detail
+skip() {
+  record "$1" skipped "" 0 "$2"
+  log "$1: skipped: $2"
+}
+have() { "$PY" -c "import $1" >/dev/null 2>&1; }
+
+# step NAME MAX_S CMD...: CMD under timeout (at most MAX_S and what is left of the budget); its status recorded
+step() {
+  local name=$1 max_s=$2 left limit start rc status
+  shift 2
+  left=$((BUDGET_S - (SECONDS - T0)))
+  limit=$((max_s < left ? max_s : left))
+  if ((limit < 5)); then
+    skip "$name" "out of time (the whole check is capped at ${BUDGET_S}s)"
+    return
+  fi
+  log "$name (timeout ${limit}s): $*"
+  start=$SECONDS
+  timeout -k 5 "$limit" "$@" 2>&1 | tee -a "$LOG"
+  rc=${PIPESTATUS[0]}
+  case $rc in
+    0) status=ok ;;
+    124 | 137) status=timeout && echo | tee -a "$LOG" ;;  # a killed step may stop mid-line
+    *) status=failed ;;
+  esac
+  record "$name" "$status" "$rc" $((SECONDS - start)) "$*"
+  log "$name: $status (rc $rc, $((SECONDS - start))s)"
+}
+
+# 1. the device
+if command -v nvidia-smi >/dev/null; then
+  step nvidia-smi 20 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader
+else
+  skip nvidia-smi "no nvidia-smi on PATH"
+fi
+step torch-device 60 "$PY" -c "
+import json, torch
+info = {'torch': torch.__version__, 'cuda': torch.version.cuda, 'available': torch.cuda.is_available(),
+        'devices': [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}
+print(json.dumps(info)); open('$OUT/torch.json', 'w').write(json.dumps(info))"
+if ! have rlfocal.configs; then
+  log "rlfocal is not installed (pip install --no-deps --no-build-isolation -e .): the steps below will fail"
+fi
+
+# 2. tests
+if have pytest; then
+  step test_cuda 100 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py --junitxml="$OUT/test_cuda.xml"
+  mapfile -t cuda_files < <(grep -l cuda tests/test_*.py)
+  step cuda_tests 100 "$PY" -m pytest -q -rs -p no:cacheprovider "${cuda_files[@]}" -k cuda \
+    --junitxml="$OUT/cuda_tests.xml"
+else
+  skip test_cuda "pytest is not installed"
+  skip cuda_tests "pytest is not installed"
+fi
+
+# 3. training smokes: PER + focal
+smoke() {  # smoke NAME ENV MAX_S
+  step "$1" "$3" "$PY" -m rlfocal.train "env=$2" replay=per loss=focal "device=$DEVICE" "${SMOKE[@]}" \
+    eval_every=0 eval_episodes=1 checkpoint_every=1000000 logger=csv progress=false "hydra.run.dir=$OUT/$1"
+}
+if have minatar; then smoke train_minatar minatar/breakout 75; else skip train_minatar "minatar is not installed"; fi
+if have ale_py && have cv2; then
+  smoke train_atari atari/pong 90
+else
+  skip train_atari "ale-py or opencv-python-headless is not installed"
+fi
+
+# 4. Atari throughput cells
+if have ale_py && have cv2 && have psutil; then
+  step atari_throughput 200 "$PY" benchmarks/atari_throughput.py --device "$DEVICE" --games pong --variants b32 \
+    --repeats 1 "${CELLS[@]}" --out "$OUT/atari_throughput.json"
+else
+  skip atari_throughput "ale-py, opencv-python-headless or psutil is not installed"
+fi
+skip many_seeds "no many-seeds benchmark in benchmarks/ yet (issue 9)"
+
+# summary
+"$PY" - "$OUT" "$DRY" "$((SECONDS - T0))" <<'EOF'
+import json, sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+out, dry, wall = Path(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3])
+steps = []
+for line in (out / "steps.tsv").read_text().splitlines():
+    name, status, rc, seconds, detail = line.split("\t")
+    entry = {"name": name, "status": status, "seconds": int(seconds)}
+    entry.update({"rc": int(rc), "command": detail} if rc else {"why": detail})
+    steps.append(entry)
+summary = {"mode": "dry-run (cpu, tiny sizes)" if dry else "gpu", "wall_s": wall, "steps": steps}
+log = (out / "gpu_check.log").read_text(errors="replace").splitlines()
+smi = [s for s in steps if s["name"] == "nvidia-smi" and s["status"] == "ok"]
+if smi:  # the line nvidia-smi printed: the one after its step header
+    header = next(i for i, line in enumerate(log) if line.startswith("[gpu_check") and "nvidia-smi (timeout" in line)
+    summary["nvidia_smi"] = log[header + 1]
+if (out / "torch.json").exists():
+    summary["torch"] = json.loads((out / "torch.json").read_text())
+for name in ("test_cuda", "cuda_tests"):
+    if (out / f"{name}.xml").exists():
+        suite = ET.parse(out / f"{name}.xml").getroot()
+        suite = suite if suite.tag == "testsuite" else suite[0]
+        counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+        summary[name] = {**counts, "passed": counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]}
+for name in ("train_minatar", "train_atari"):
+    if (out / name / "summary.json").exists():
+        run = json.loads((out / name / "summary.json").read_text())
+        summary[name] = {k: run.get(k) for k in ("env", "arm", "global_step", "updates", "sps", "wall_time_s")}
+if (out / "atari_throughput.json").exists():
+    keys = ("contender", "num_envs", "batch_size", "sps_median", "updates_per_s", "peak_gpu_mib", "gpu", "error")
+    cells = json.loads((out / "atari_throughput.json").read_text())["results"]
+    summary["atari_throughput"] = [{k: c.get(k) for k in keys if k in c} for c in cells]
+(out / "summary.json").write_text(json.dumps(summary, indent=2))
+print(json.dumps(summary, indent=2))
+bad = [s["name"] for s in steps if s["status"] in ("failed", "timeout")]
+print(f"gpu_check: {len(steps)} steps, {wall}s, " + (f"FAILED: {', '.join(bad)}" if bad else "no failures"))
+sys.exit(1 if bad else 0)
+EOF
