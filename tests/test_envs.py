@@ -10,13 +10,15 @@ from rlfocal.envs import (
     ENV_NAMES,
     CliffwalkEnv,
     DeepSeaEnv,
+    EnvArgumentError,
     all_transitions,
-    deepsea_first_solved_episode,
-    deepsea_solved,
+    check_env,
     make_env,
     right_action,
     true_q,
 )
+from rlfocal.envs.atari import sign_reward
+from rlfocal.extras import MissingExtra, require_extra
 
 
 def rollout(env: gym.Env, steps: int, action_seed: int = 0) -> list[tuple]:
@@ -95,16 +97,133 @@ def test_continuous_classic_control_is_refused():
         make_env("Pendulum-v1", seed=0)
 
 
-def test_missing_package_raises_import_error_saying_what_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "minatar.gym", None)
-    with pytest.raises(ImportError, match="pip install minatar"):
-        make_env("MinAtar/Breakout-v1", seed=0)
-    monkeypatch.setitem(sys.modules, "ale_py", None)
-    with pytest.raises(ImportError, match="pip install ale-py"):
-        make_env("ALE/Pong-v5", seed=0)
-    monkeypatch.setitem(sys.modules, "minigrid", None)
-    with pytest.raises(ImportError, match="pip install minigrid"):
-        make_env("MiniGrid-Empty-5x5-v0", seed=0)
+@pytest.mark.parametrize(
+    ("module", "extra", "name"),
+    [
+        ("minatar", "minatar", "MinAtar/Breakout-v1"),
+        ("ale_py", "atari", "ALE/Pong-v5"),
+        ("cv2", "atari", "ALE/Pong-v5"),
+        ("minigrid", "minigrid", "MiniGrid-Empty-5x5-v0"),
+    ],
+)
+def test_a_missing_package_names_the_extra_that_installs_it(monkeypatch, module, extra, name):
+    monkeypatch.setitem(sys.modules, module, None)  # what an uninstalled package looks like to import
+    with pytest.raises(MissingExtra) as err:
+        make_env(name, seed=0)
+    assert str(err.value).endswith(f'needs {module}: pip install -e ".[{extra}]" (or pip install "rlfocal[{extra}]")')
+    assert "\n" not in str(err.value) and isinstance(err.value, ImportError)
+    check_env(name, {})  # checking a name imports nothing optional
+
+
+def test_require_extra_returns_the_module_and_lets_other_import_errors_through(monkeypatch, tmp_path):
+    import json
+
+    assert require_extra("json", "dev", "JSON") is json
+    with pytest.raises(MissingExtra, match=r'^Thing needs no_such_pkg.sub: pip install -e "\.\[x\]"'):
+        require_extra("no_such_pkg.sub", "x", "Thing")
+    (tmp_path / "broken_pkg.py").write_text("import no_such_dependency_of_broken_pkg\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError) as err:  # installed, but its own dependency is missing
+        require_extra("broken_pkg", "x", "Thing")
+    assert not isinstance(err.value, MissingExtra) and err.value.name == "no_such_dependency_of_broken_pkg"
+
+
+# ------------------------------------------------------------------ bad names and keywords
+
+
+def test_a_typo_in_a_family_name_lists_every_real_choice():
+    with pytest.raises(EnvArgumentError, match="Did you mean 'MinAtar/Breakout-v1'") as err:
+        make_env("MinAtar/Breakot-v1", seed=0)
+    for name in (*ENV_NAMES, "ALE/SpaceInvaders-v5", "minigrid/doorkey5x5", "MiniGrid-Empty-5x5-v0"):
+        assert name in str(err.value)
+    assert "_schema" not in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("deepsea", {"size": 0}, "size=0 is not allowed: must be an integer >= 1"),
+        ("DeepSea-0", {}, "size=0 is not allowed: must be an integer >= 1"),
+        ("deepsea", {"size": 2.5}, "size=2.5 is not allowed: must be an integer >= 1"),
+        ("deepsea", {"size": True}, "size=True is not allowed: must be an integer >= 1"),
+        ("DeepSea-5", {"size": 6}, "size=6 is not allowed: 'DeepSea-5' says size=5"),
+        ("deepsea", {"deterministic": "yes"}, "deterministic='yes' is not allowed: must be true or false"),
+        ("deepsea", {"randomize_actions": 1}, "randomize_actions=1 is not allowed: must be true or false"),
+        (
+            "deepsea",
+            {"unscaled_move_cost": -0.1},
+            "unscaled_move_cost=-0.1 is not allowed: must be a finite number >= 0",
+        ),
+        ("deepsea", {"unscaled_move_cost": float("nan")}, "unscaled_move_cost=nan is not allowed: must be a finite"),
+        (
+            "deepsea",
+            {"mapping_seed": -1},
+            "mapping_seed=-1 is not allowed: must be an integer in [0, 4294967295], or null",
+        ),
+        ("cliffwalk", {"n": 0}, "n=0 is not allowed: must be an integer >= 1"),
+        ("Cliffwalk-3", {"n": 4}, "n=4 is not allowed: 'Cliffwalk-3' says n=3"),
+        ("ALE/Pong-v5", {"frame_skip": 0}, "frame_skip=0 is not allowed: must be an integer >= 1"),
+        ("ALE/Pong-v5", {"frame_stack": 0}, "frame_stack=0 is not allowed: must be an integer >= 1"),
+        ("ALE/Pong-v5", {"noop_max": -1}, "noop_max=-1 is not allowed: must be an integer >= 0"),
+        (
+            "ALE/Pong-v5",
+            {"repeat_action_probability": 2},
+            "repeat_action_probability=2 is not allowed: must be a finite number in [0, 1]",
+        ),
+        (
+            "MinAtar/Breakout-v1",
+            {"sticky_action_prob": 1.5},
+            "sticky_action_prob=1.5 is not allowed: must be a finite number in [0, 1]",
+        ),
+        (
+            "MinAtar/Breakout-v1",
+            {"difficulty_ramping": "no"},
+            "difficulty_ramping='no' is not allowed: must be true or false",
+        ),
+        (
+            "MinAtar/Breakout-v1",
+            {"max_episode_steps": 0},
+            "max_episode_steps=0 is not allowed: must be an integer >= 1",
+        ),
+        ("minigrid/empty5x5", {"obs": "rgb"}, "obs='rgb' is not allowed: must be one of 'flat', 'image'"),
+        ("minigrid/empty5x5", {"max_steps": 0}, "max_steps=0 is not allowed: must be an integer >= 1"),
+        ("CartPole-v1", {"max_episode_steps": -5}, "max_episode_steps=-5 is not allowed: must be an integer >= 1"),
+    ],
+)
+def test_a_bad_keyword_names_the_key_and_what_is_allowed(name, kwargs, message):
+    with pytest.raises(ValueError) as err:
+        make_env(name, seed=0, **kwargs)
+    assert str(err.value).startswith(message), err.value
+    with pytest.raises(EnvArgumentError) as err:  # the same check, before anything is built, as the CLI names keys
+        check_env(name, kwargs)
+    assert str(err.value).startswith("env.kwargs." + message), err.value
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "allowed"),
+    [
+        ("deepsea", "sizee", "size, deterministic, unscaled_move_cost, randomize_actions, mapping_seed"),
+        ("Cliffwalk-4", "size", "n"),
+        ("MinAtar/Breakout-v1", "sticky", "sticky_action_prob, difficulty_ramping, max_episode_steps"),
+    ],
+)
+def test_an_unknown_keyword_names_the_allowed_ones(name, key, allowed):
+    with pytest.raises(EnvArgumentError, match=f"^{key} is not an argument of {name}; allowed: {allowed}$"):
+        make_env(name, seed=0, **{key: 1})
+    prefixed = ", ".join(f"env.kwargs.{k}" for k in allowed.split(", "))
+    with pytest.raises(EnvArgumentError, match=f"^env.kwargs.{key} is not an argument of {name}; allowed: {prefixed}$"):
+        check_env(name, {key: 1})
+
+
+def test_the_constructors_check_their_own_arguments():
+    with pytest.raises(EnvArgumentError, match="^size=0 is not allowed"):
+        DeepSeaEnv(0)
+    with pytest.raises(EnvArgumentError, match="^n=-1 is not allowed"):
+        CliffwalkEnv(-1)
+    with pytest.raises(EnvArgumentError, match="^n=0 is not allowed"):
+        all_transitions(0)
+    check_env("deepsea", {"size": 4, "mapping_seed": None, "deterministic": False, "unscaled_move_cost": 0})
+    check_env("CartPole-v1", {"sutton_barto_reward": True})  # open family: gymnasium.make checks the rest
 
 
 # ------------------------------------------------------------------ Atari
@@ -136,6 +255,7 @@ def test_atari_rewards_are_sign_clipped_in_training_and_raw_in_evaluation():
         if term1 or term2:
             break
     assert max(raw_rewards) > 1  # Phoenix scores 20+ per hit: clipping was really exercised
+    assert [sign_reward(r) for r in (-3.0, 0.0, 0.5)] == [-1.0, 0.0, 1.0] and type(sign_reward(np.int64(2))) is float
 
 
 def test_atari_life_loss_terminates_in_training_and_the_game_goes_on():
@@ -198,11 +318,6 @@ def test_minigrid_flat_view_is_the_scaled_image_view():
         scaled = image.transpose(1, 2, 0) / np.array([10.0, 5.0, 2.0])  # object, colour, state maxima
         np.testing.assert_allclose(flat, scaled.reshape(-1), rtol=1e-6)
         assert 0.0 <= flat.min() and flat.max() <= 1.0
-
-
-def test_minigrid_rejects_an_unknown_obs_mode():
-    with pytest.raises(ValueError, match="obs must be"):
-        make_env("minigrid/empty5x5", seed=0, obs="rgb")
 
 
 # ------------------------------------------------------------------ DeepSea
@@ -268,24 +383,6 @@ def test_deepsea_mapping_is_bsuites_and_the_same_for_train_and_eval_seeds():
     assert make_env("DeepSea-7", seed=0).observation_space.shape == (49,)
     with pytest.raises(ValueError, match="size"):
         make_env("DeepSea-7", seed=0, size=8)
-
-
-def test_deepsea_solved_follows_bsuites_threshold_and_2_to_the_n_deadline():
-    # running bad fraction: 1/1, 2/2, 2/3 = 0.67 < 0.8 -> solved at episode 3
-    assert deepsea_first_solved_episode([True, True, False, True]) == 3
-    assert deepsea_first_solved_episode([True] * 50) is None
-    assert deepsea_first_solved_episode([]) is None
-    # 4/5 = 0.8 is not below 0.8; 4/6 is. bsuite's logging grid (1..10, 12, 14, 17, 20, ...) includes 6 ...
-    assert deepsea_first_solved_episode([True] * 4 + [False] * 20) == 6
-    assert deepsea_first_solved_episode([True] * 4 + [False] * 20, bsuite_log_grid=True) == 6
-    # ... but not 11 (8/11 = 0.73), so bsuite first sees that solve at episode 12
-    assert deepsea_first_solved_episode([True] * 8 + [False] * 20) == 11
-    assert deepsea_first_solved_episode([True] * 8 + [False] * 20, bsuite_log_grid=True) == 12
-    # 200 failures then successes: 200 / k < 0.8 first at k = 251, after 2^2 + 100 but before 2^8 + 100
-    returns = [-0.001] * 200 + [0.99] * 100
-    assert not deepsea_solved(returns, size=2)
-    assert deepsea_solved(returns, size=8)
-    assert not deepsea_solved([0.0] * 1000, size=10)
 
 
 # ------------------------------------------------------------------ Blind Cliffwalk

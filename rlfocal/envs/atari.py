@@ -17,7 +17,7 @@ Stack, from the emulator outwards:
      `terminated=True` and the TD target does not bootstrap through a life loss (the DQN treatment, Mnih et al.
      2015). The next `reset()` then does *not* restart the game: it takes one no-op step and carries on with the
      remaining lives; only at a real game over does it reset the emulator.
-   - `SignReward`: reward -> sign(reward) in {-1, 0, 1} (Mnih et al. 2015).
+   - `TransformReward(sign_reward)`: reward -> sign(reward) in {-1, 0, 1} (Mnih et al. 2015).
 5. `FrameStackObservation(4)`: observation uint8 of shape (4, 84, 84), oldest frame first. At reset gymnasium
    1.x pads with the reset frame repeated (`padding_type="reset"`), so the first stacked observation of an
    episode is four copies of one frame and, after a life loss in training, a fresh stack starts too.
@@ -36,14 +36,20 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-ATARI_INSTALL_HINT = "Atari environments need ale-py and OpenCV: pip install ale-py opencv-python-headless"
+from rlfocal.envs.checks import check_args, integer, number
+from rlfocal.extras import require_extra
+
+ATARI_ARGS = {
+    "noop_max": integer(0),
+    "frame_skip": integer(1),
+    "frame_stack": integer(1),
+    "repeat_action_probability": number(0.0, 1.0),
+}
+"""`make_atari`'s own keyword arguments and ALE's sticky-action probability; other keywords go to ALE unchecked."""
 
 
 def _import_ale() -> Any:
-    try:
-        import ale_py
-    except ImportError as err:
-        raise ImportError(ATARI_INSTALL_HINT) from err
+    ale_py = require_extra("ale_py", "atari", "Atari")
     gym.register_envs(ale_py)
     return ale_py
 
@@ -90,12 +96,9 @@ class EpisodicLife(gym.Wrapper):
         return obs, info
 
 
-class SignReward(gym.RewardWrapper):
-    """Clip the reward to its sign, {-1, 0, 1}, as DQN does in training (Mnih et al. 2015)."""
-
-    def reward(self, reward: float) -> float:
-        """Return sign(reward) as a Python float."""
-        return float(np.sign(reward))
+def sign_reward(reward: float) -> float:
+    """The reward clipped to its sign, {-1, 0, 1}, as a Python float: DQN's training reward (Mnih et al. 2015)."""
+    return float(np.sign(reward))
 
 
 def make_atari(
@@ -113,11 +116,10 @@ def make_atari(
     evaluation). Extra keyword arguments go to the ALE environment (for example `repeat_action_probability`).
     Observation: uint8, shape (frame_stack, 84, 84).
     """
+    arguments = {"noop_max": noop_max, "frame_skip": frame_skip, "frame_stack": frame_stack, **ale_kwargs}
+    check_args(env_id, arguments, ATARI_ARGS, open_ended=True)
     _import_ale()
-    try:
-        import cv2  # noqa: F401  (AtariPreprocessing resizes with OpenCV)
-    except ImportError as err:
-        raise ImportError(ATARI_INSTALL_HINT) from err
+    require_extra("cv2", "atari", "Atari preprocessing")  # AtariPreprocessing resizes with OpenCV
     if env_id not in gym.registry:
         raise ValueError(f"ale-py has no game {env_id!r}; valid: {', '.join(atari_game_ids())}")
     env = gym.make(env_id, frameskip=1, **ale_kwargs)
@@ -133,5 +135,5 @@ def make_atari(
     env = gym.wrappers.RecordEpisodeStatistics(env)
     if train:
         env = EpisodicLife(env)
-        env = SignReward(env)
+        env = gym.wrappers.TransformReward(env, sign_reward)
     return gym.wrappers.FrameStackObservation(env, stack_size=frame_stack)

@@ -22,6 +22,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from rlfocal.envs.checks import check_args, integer
+
+CLIFFWALK_ARGS = {"n": integer(1)}
+"""CliffwalkEnv's keyword arguments and the values each takes (checked by the constructor and by `make_env`)."""
+
 
 def right_action(state: int) -> int:
     """The action index that is "right" in `state`: 0, 1, 0, 1, ... along the chain."""
@@ -35,8 +40,7 @@ class CliffwalkEnv(gym.Env):
 
     def __init__(self, n: int = 8) -> None:
         """Build a chain of `n` >= 1 states. The environment is deterministic; seeds change nothing."""
-        if n < 1:
-            raise ValueError(f"Cliffwalk needs n >= 1 states, got {n}")
+        check_args("Cliffwalk", {"n": n}, CLIFFWALK_ARGS)
         self.n = int(n)
         self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(self.n,), dtype=np.float32)
         self.action_space = gym.spaces.Discrete(2)
@@ -88,8 +92,7 @@ def all_transitions(n: int) -> dict[str, np.ndarray]:
     `next_state` (int64; for terminal rows the placeholder described in the module docstring) and `terminated`
     (bool).
     """
-    if n < 1:
-        raise ValueError(f"Cliffwalk needs n >= 1 states, got {n}")
+    check_args("Cliffwalk", {"n": n}, CLIFFWALK_ARGS)
     rows: list[tuple[int, int, float, int, bool]] = []
     for actions in itertools.product((0, 1), repeat=n):
         for state, action in enumerate(actions):
@@ -116,8 +119,7 @@ def true_q(n: int, gamma: float) -> np.ndarray:
     From state s, n - s right moves reach the reward 1, which arrives on the last of them, so it is discounted
     n - 1 - s times. Schaul et al. use gamma = 1 - 1/n.
     """
-    if n < 1:
-        raise ValueError(f"Cliffwalk needs n >= 1 states, got {n}")
+    check_args("Cliffwalk", {"n": n}, CLIFFWALK_ARGS)
     q = np.zeros((n, 2), dtype=np.float64)
     for s in range(n):
         q[s, right_action(s)] = gamma ** (n - 1 - s)

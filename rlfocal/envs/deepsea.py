@@ -14,21 +14,28 @@ Differences from bsuite, all in the interface, none in the dynamics:
 - The observation is the one-hot N x N grid *flattened* to float32 of shape (N*N,), so an MLP takes it directly.
   After the last step it is all zeros, bsuite's "end of episode null observation".
 - It is a gymnasium.Env: `terminated=True` after N steps, never `truncated`. On the last step `info` carries
-  `bad_episode` (bsuite's flag, see `deepsea_solved`) and `total_bad_episodes`.
+  `bad_episode` (bsuite's flag: the agent left the diagonal, the only rewarding path) and `total_bad_episodes`.
 - The stochastic ("windy") version, `deterministic=False`, draws from gymnasium's `self.np_random` (seeded by
   `reset(seed=...)`) instead of bsuite's `RandomState(seed)`; same probabilities, different random stream.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-# bsuite's experiment length (bsuite/experiments/deep_sea/sweep.py: NUM_EPISODES = 10000).
-BSUITE_NUM_EPISODES = 10_000
+from rlfocal.envs.checks import FLAG, check_args, integer, number, optional
+
+DEEPSEA_ARGS = {
+    "size": integer(1),
+    "deterministic": FLAG,
+    "unscaled_move_cost": number(0.0),
+    "randomize_actions": FLAG,
+    "mapping_seed": optional(integer(0, 2**32 - 1)),  # np.random.RandomState's seed range
+}
+"""DeepSeaEnv's keyword arguments and the values each takes (checked by the constructor and by `make_env`)."""
 
 
 class DeepSeaEnv(gym.Env):
@@ -56,8 +63,14 @@ class DeepSeaEnv(gym.Env):
             everywhere, bsuite's debug mode.
           mapping_seed: seed of the action mapping; None draws a fresh one (as bsuite does). bsuite's sweep uses 42.
         """
-        if size < 1:
-            raise ValueError(f"DeepSea size must be >= 1, got {size}")
+        arguments = {
+            "size": size,
+            "deterministic": deterministic,
+            "unscaled_move_cost": unscaled_move_cost,
+            "randomize_actions": randomize_actions,
+            "mapping_seed": mapping_seed,
+        }
+        check_args("DeepSea", arguments, DEEPSEA_ARGS)
         self.size = int(size)
         self.deterministic = deterministic
         self.unscaled_move_cost = float(unscaled_move_cost)
@@ -133,73 +146,3 @@ class DeepSeaEnv(gym.Env):
             self.total_bad_episodes += int(self._bad_episode)
             info = {"bad_episode": self._bad_episode, "total_bad_episodes": self.total_bad_episodes}
         return self._observation(), reward, terminated, False, info
-
-
-def _bsuite_log_episode(episode: int) -> bool:
-    """bsuite's `_logarithmic_logging`: True at episodes {1, 1.2, 1.4, 1.7, 2, 2.5, 3, ..., 9, 10} x 10^k."""
-    ratios = (1.0, 1.2, 1.4, 1.7, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0)
-    exponent = np.floor(np.log10(max(1, episode)))
-    return any(episode == 10**exponent * r for r in ratios)
-
-
-def deepsea_first_solved_episode(
-    bad_episodes: Sequence[bool],
-    *,
-    thresh: float = 0.8,
-    num_episodes: int = BSUITE_NUM_EPISODES,
-    bsuite_log_grid: bool = False,
-) -> int | None:
-    """First episode (1-based) at which the running fraction of bad episodes drops below `thresh`, else None.
-
-    This is bsuite's `find_solution` (bsuite/experiments/deep_sea/analysis.py): with `total_bad_episodes` counted
-    as in the environment, `avg_bad_episodes = total_bad_episodes / episode` and the solution episode is the first
-    logged episode `<= num_episodes` with `avg_bad_episodes < thresh` (bsuite's default `thresh=0.8`).
-
-    An episode is "bad" when the agent took a "left" while on the diagonal (row == column), i.e. when it left the
-    only rewarding path. In the deterministic DeepSea that is exactly "the episode did not collect the +1".
-
-    bsuite only evaluates this at the episodes its logger writes (a logarithmic grid: 1, 2, ..., 10, 12, 14, 17,
-    20, 25, 30, 40, ...). We check every episode by default, which can report a solve slightly earlier;
-    `bsuite_log_grid=True` checks only bsuite's grid.
-    """
-    bad = np.asarray(bad_episodes, dtype=bool)[:num_episodes]
-    if bad.size == 0:
-        return None
-    episodes = np.arange(1, bad.size + 1)
-    below = np.cumsum(bad) / episodes < thresh
-    if bsuite_log_grid:
-        below &= np.array([_bsuite_log_episode(int(e)) for e in episodes], dtype=bool)
-    hits = np.flatnonzero(below)
-    return int(episodes[hits[0]]) if hits.size else None
-
-
-def deepsea_solved(
-    episode_returns: Sequence[float],
-    size: int,
-    *,
-    thresh: float = 0.8,
-    forgiveness: float = 100.0,
-    num_episodes: int = BSUITE_NUM_EPISODES,
-    bsuite_log_grid: bool = False,
-) -> bool:
-    """bsuite's per-size "solved" test for deep_sea, from a run's per-episode returns (in order).
-
-    bsuite's results notebook states it as: "Score is the percentage of N for which average regret < 0.9 faster
-    than 2^N." Its code (bsuite/experiments/deep_sea/analysis.py, `score`) is:
-
-        plt_df = find_solution(df)          # first episode with total_bad_episodes / episode < 0.8
-        beat_dither = (plt_df.solved & (plt_df.episode < 2 ** plt_df['size'] + forgiveness))  # forgiveness=100
-
-    so a size N counts as solved when the running fraction of bad episodes falls below 0.8 within the first
-    10,000 episodes and before episode 2^N + 100. We follow the code (0.8; the notebook's text and plot label
-    say 0.9). The bsuite score of an agent is the mean of this over the sizes it ran.
-
-    Returns are turned into bad-episode flags by `return < 0.5`, which is exact for the deterministic DeepSea
-    with the default cost (a good episode is N right moves and returns 0.99, a bad one returns <= 0). For the
-    stochastic version pass the environment's `info["bad_episode"]` flags to `deepsea_first_solved_episode`.
-    """
-    bad = np.asarray(episode_returns, dtype=np.float64) < 0.5
-    episode = deepsea_first_solved_episode(
-        bad, thresh=thresh, num_episodes=num_episodes, bsuite_log_grid=bsuite_log_grid
-    )
-    return episode is not None and episode < 2**size + forgiveness

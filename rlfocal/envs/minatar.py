@@ -19,7 +19,9 @@ from typing import Any
 
 import gymnasium as gym
 
+from rlfocal.envs.checks import FLAG, check_args, integer, number
 from rlfocal.envs.wrappers import ChannelFirstUint8
+from rlfocal.extras import require_extra
 
 MINATAR_IDS = (
     "MinAtar/Asterix-v1",
@@ -28,14 +30,16 @@ MINATAR_IDS = (
     "MinAtar/Seaquest-v1",
     "MinAtar/SpaceInvaders-v1",
 )
+MINATAR_ARGS = {"sticky_action_prob": number(0.0, 1.0), "difficulty_ramping": FLAG, "max_episode_steps": integer(1)}
+"""Every keyword `make_minatar` takes: `minatar.Environment`'s two options and gymnasium's time limit."""
 
 
 def make_minatar(env_id: str, **kwargs: Any) -> gym.Env:
     """Make `MinAtar/<Game>-v1` with a channel-first uint8 observation (C, 10, 10)."""
-    try:
-        import minatar.gym
-    except ImportError as err:
-        raise ImportError("MinAtar environments need the minatar package: pip install minatar") from err
+    check_args(env_id, kwargs, MINATAR_ARGS)
+    require_extra("minatar", "minatar", "MinAtar")
+    import minatar.gym
+
     if env_id not in gym.registry:  # registering twice would make gymnasium warn about overriding
         minatar.gym.register_envs()
     return ChannelFirstUint8(gym.make(env_id, **kwargs), high=1)

@@ -22,10 +22,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from rlfocal.envs.checks import check_args, choice, integer
 from rlfocal.envs.wrappers import ChannelFirstUint8
+from rlfocal.extras import require_extra
 
 MINIGRID_IDS = ("MiniGrid-DoorKey-5x5-v0", "MiniGrid-Empty-5x5-v0")
 MINIGRID_ALIASES = {"minigrid/doorkey5x5": "MiniGrid-DoorKey-5x5-v0", "minigrid/empty5x5": "MiniGrid-Empty-5x5-v0"}
+MINIGRID_ARGS = {"obs": choice("flat", "image"), "max_steps": integer(1), "max_episode_steps": integer(1)}
+"""`make_minigrid`'s encoding and the two time limits (MiniGrid's own, gymnasium's); other keywords go to MiniGrid."""
 
 
 def _channel_max() -> np.ndarray:
@@ -52,13 +56,10 @@ class FlatScaledView(gym.ObservationWrapper):
 
 def make_minigrid(env_id: str, *, obs: str = "flat", **kwargs: Any) -> gym.Env:
     """Make a MiniGrid environment observing its partial view, `obs="flat"` (float32) or `"image"` (uint8)."""
-    try:
-        import minigrid
-        from minigrid.wrappers import ImgObsWrapper
-    except ImportError as err:
-        raise ImportError("MiniGrid environments need the minigrid package: pip install minigrid") from err
-    if obs not in ("flat", "image"):
-        raise ValueError(f"obs must be 'flat' or 'image', got {obs!r}")
+    check_args(env_id, {"obs": obs, **kwargs}, MINIGRID_ARGS, open_ended=True)
+    minigrid = require_extra("minigrid", "minigrid", "MiniGrid")
+    from minigrid.wrappers import ImgObsWrapper
+
     gym.register_envs(minigrid)
     env = ImgObsWrapper(gym.make(env_id, **kwargs))
     return FlatScaledView(env) if obs == "flat" else ChannelFirstUint8(env, high=_channel_max())

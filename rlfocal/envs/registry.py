@@ -12,7 +12,9 @@ Families and names (see `ENV_NAMES`; DeepSea, Cliffwalk and Atari accept any mem
 - Cliffwalk: Cliffwalk-<n>, or "cliffwalk" with `n=n` (default 8). Observation float32 one-hot (n,).
 
 Every action space is Discrete. `train` only changes Atari (episodic life and reward clipping in training, raw
-games for evaluation); the other families ignore it. Other keyword arguments go to the family's constructor.
+games for evaluation); the other families ignore it. Other keyword arguments go to the family's constructor;
+`check_env` checks a name and its keywords without building anything (each family's table of arguments: DeepSea,
+Cliffwalk and MinAtar take only their own; classic control, Atari and MiniGrid pass unknown ones on to gymnasium).
 
 Seeding: the returned environment's first `reset()` without a seed uses `seed` (see `wrappers.SeedOnFirstReset`),
 and its action and observation spaces are seeded with `seed`, so the same (name, seed, actions) always give the
@@ -29,22 +31,23 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from rlfocal.envs.atari import make_atari
-from rlfocal.envs.cliffwalk import CliffwalkEnv
-from rlfocal.envs.deepsea import DeepSeaEnv
-from rlfocal.envs.minatar import MINATAR_IDS, make_minatar
-from rlfocal.envs.minigrid import MINIGRID_ALIASES, MINIGRID_IDS, make_minigrid
-from rlfocal.envs.wrappers import Float32Observation, SeedOnFirstReset
+from rlfocal.envs.atari import ATARI_ARGS, make_atari
+from rlfocal.envs.checks import Arg, EnvArgumentError, check_args, integer
+from rlfocal.envs.cliffwalk import CLIFFWALK_ARGS, CliffwalkEnv
+from rlfocal.envs.deepsea import DEEPSEA_ARGS, DeepSeaEnv
+from rlfocal.envs.minatar import MINATAR_ARGS, MINATAR_IDS, make_minatar
+from rlfocal.envs.minigrid import MINIGRID_ALIASES, MINIGRID_ARGS, MINIGRID_IDS, make_minigrid
+from rlfocal.envs.wrappers import SeedOnFirstReset
 
 CLASSIC_CONTROL_IDS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
-ATARI_IDS = tuple(
-    f"ALE/{game}-v5" for game in ("Pong", "Breakout", "BattleZone", "DoubleDunk", "NameThisGame", "Phoenix", "Qbert")
-)
+_ATARI_GAMES = ("Pong", "Breakout", "BattleZone", "DoubleDunk", "NameThisGame", "Phoenix", "Qbert", "Seaquest")
+ATARI_IDS = tuple(f"ALE/{game}-v5" for game in (*_ATARI_GAMES, "SpaceInvaders"))
 DEEPSEA_DEFAULT_SIZE = 10
 DEEPSEA_MAPPING_SEED = 42  # bsuite/experiments/deep_sea/sweep.py: SETTINGS use mapping_seed=42 for every size
 CLIFFWALK_DEFAULT_N = 8
@@ -71,15 +74,17 @@ _CLIFFWALK = re.compile(r"cliffwalk(?:-(\d+))?", re.IGNORECASE)
 _ATARI = re.compile(r"ALE/\w+-v5")
 _CLASSIC_MODULE = "gymnasium.envs.classic_control"
 
-
-def _size_from(name: str, digits: str | None, kwargs: dict[str, Any], key: str, default: int) -> int:
-    """The size given in the name ("DeepSea-12") or as a keyword (size=12); both must agree."""
-    from_kwargs = kwargs.pop(key, None)
-    if digits is not None and from_kwargs is not None and int(digits) != int(from_kwargs):
-        raise ValueError(f"{name!r} says {key}={digits} but {key}={from_kwargs} was passed")
-    if digits is not None:
-        return int(digits)
-    return int(from_kwargs) if from_kwargs is not None else default
+# family: (its keyword arguments, whether unknown keywords pass on to gymnasium.make)
+_FAMILY_ARGS: dict[str, tuple[Mapping[str, Arg], bool]] = {
+    "classic": ({"max_episode_steps": integer(1)}, True),
+    "minatar": (MINATAR_ARGS, False),
+    "minigrid": (MINIGRID_ARGS, True),
+    "atari": (ATARI_ARGS, True),
+    "deepsea": (DEEPSEA_ARGS, False),
+    "cliffwalk": (CLIFFWALK_ARGS, False),
+}
+# the families whose size can be in the name ("DeepSea-12"): pattern, keyword, default
+_SIZED = {"deepsea": (_DEEPSEA, "size", DEEPSEA_DEFAULT_SIZE), "cliffwalk": (_CLIFFWALK, "n", CLIFFWALK_DEFAULT_N)}
 
 
 def _is_classic_control(name: str) -> bool:
@@ -87,39 +92,77 @@ def _is_classic_control(name: str) -> bool:
     return spec is not None and isinstance(spec.entry_point, str) and spec.entry_point.startswith(_CLASSIC_MODULE)
 
 
-def _unknown(name: str) -> ValueError:
+def _unknown(name: str) -> EnvArgumentError:
     lowered = {n.lower(): n for n in ENV_NAMES}
     close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.4)
     hint = f" Did you mean {lowered[close[0]]!r}?" if close else ""
-    return ValueError(
+    return EnvArgumentError(
         f"Unknown environment {name!r}.{hint} Valid names: {', '.join(ENV_NAMES)}; and the families {_FAMILY_PATTERNS}."
     )
 
 
-def _build(name: str, train: bool, kwargs: dict[str, Any]) -> gym.Env:
+def _family(name: str) -> str:
+    """Which family `name` belongs to, from the name alone (no optional package is imported)."""
+    if _is_classic_control(name):
+        return "classic"
+    if name in MINATAR_IDS:
+        return "minatar"
+    if name in MINIGRID_IDS or name.lower() in MINIGRID_ALIASES:
+        return "minigrid"
+    if _ATARI.fullmatch(name):
+        return "atari"
+    for family, (pattern, *_) in _SIZED.items():
+        if pattern.fullmatch(name):
+            return family
+    raise _unknown(name)
+
+
+def _resolve(name: str, kwargs: Mapping[str, Any], prefix: str) -> tuple[str, dict[str, Any]]:
+    """`name`'s family and its checked keywords, with a size from the name ("DeepSea-12") and defaults filled in."""
+    family, kwargs = _family(name), dict(kwargs)
+    if family in _SIZED:
+        pattern, key, default = _SIZED[family]
+        digits = pattern.fullmatch(name).group(1)
+        if digits is not None:
+            if key in kwargs and kwargs[key] != int(digits):
+                raise EnvArgumentError(f"{prefix}{key}={kwargs[key]!r} is not allowed: {name!r} says {key}={digits}")
+            kwargs[key] = int(digits)
+        kwargs.setdefault(key, default)
+    if family == "deepsea":
+        kwargs.setdefault("mapping_seed", DEEPSEA_MAPPING_SEED)
+    spec, open_ended = _FAMILY_ARGS[family]
+    check_args(name, kwargs, spec, open_ended=open_ended, prefix=prefix)
+    return family, kwargs
+
+
+def check_env(name: str, kwargs: Mapping[str, Any], *, prefix: str = "env.kwargs.") -> None:
+    """Check an environment name and its keywords without building anything or importing an optional package.
+
+    Raises `EnvArgumentError` (a `ValueError`) in one line: an unknown name lists every valid one; a bad keyword is
+    named as `prefix + key` with what is allowed (`env.kwargs.size=0 is not allowed: must be an integer >= 1`).
+    """
+    _resolve(name, kwargs, prefix)
+
+
+def _build(family: str, name: str, train: bool, kwargs: dict[str, Any]) -> gym.Env:
     """Construct the bare (unseeded) environment for `name`, with its family's wrappers."""
     stats = gym.wrappers.RecordEpisodeStatistics
-    if _is_classic_control(name):
+    if family == "classic":
         env = gym.make(name, **kwargs)
         if not isinstance(env.action_space, gym.spaces.Discrete):
             raise ValueError(f"{name!r} has continuous actions ({env.action_space}); rlfocal's agents need Discrete")
-        if env.observation_space.dtype != np.float32:
-            env = Float32Observation(env)
+        if env.observation_space.dtype != np.float32:  # our networks and replay expect float32 vectors
+            env = gym.wrappers.DtypeObservation(env, np.float32)
         return stats(env)
-    if name in MINATAR_IDS:
+    if family == "minatar":
         return stats(make_minatar(name, **kwargs))
-    if name in MINIGRID_IDS or name.lower() in MINIGRID_ALIASES:
+    if family == "minigrid":
         return stats(make_minigrid(MINIGRID_ALIASES.get(name.lower(), name), **kwargs))
-    if _ATARI.fullmatch(name):
+    if family == "atari":
         return make_atari(name, train=train, **kwargs)  # records raw game statistics inside its own stack
-    if match := _DEEPSEA.fullmatch(name):
-        size = _size_from(name, match.group(1), kwargs, "size", DEEPSEA_DEFAULT_SIZE)
-        kwargs.setdefault("mapping_seed", DEEPSEA_MAPPING_SEED)
-        return stats(DeepSeaEnv(size, **kwargs))
-    if match := _CLIFFWALK.fullmatch(name):
-        n = _size_from(name, match.group(1), kwargs, "n", CLIFFWALK_DEFAULT_N)
-        return stats(CliffwalkEnv(n, **kwargs))
-    raise _unknown(name)
+    if family == "deepsea":
+        return stats(DeepSeaEnv(**kwargs))
+    return stats(CliffwalkEnv(**kwargs))
 
 
 def make_env(name: str, seed: int, *, train: bool = True, **kwargs: Any) -> gym.Env:
@@ -133,10 +176,12 @@ def make_env(name: str, seed: int, *, train: bool = True, **kwargs: Any) -> gym.
         `max_episode_steps=` or `sticky_action_prob=` for MinAtar, `repeat_action_probability=` for Atari).
 
     Raises:
-      ValueError: unknown name (the message lists the valid names and the closest match).
-      ImportError: the family's package is missing (the message says what to pip install).
+      ValueError: unknown name (the message lists the valid names and the closest match), or a keyword outside
+        what the family allows (the message names it and what is allowed).
+      rlfocal.extras.MissingExtra: the family's package is missing (the message says which extra to install).
     """
-    env = SeedOnFirstReset(_build(name, train, dict(kwargs)), seed)
+    family, kwargs = _resolve(name, kwargs, prefix="")
+    env = SeedOnFirstReset(_build(family, name, train, kwargs), seed)
     env.action_space.seed(seed)
     env.observation_space.seed(seed)
     return env

@@ -30,22 +30,6 @@ class SeedOnFirstReset(gym.Wrapper):
         return self.env.reset(seed=seed, options=options)
 
 
-class Float32Observation(gym.ObservationWrapper):
-    """Cast a Box observation to float32, the dtype our networks and replay expect for vector observations."""
-
-    def __init__(self, env: gym.Env) -> None:
-        super().__init__(env)
-        space = env.observation_space
-        assert isinstance(space, gym.spaces.Box), f"expected a Box observation space, got {space}"
-        self.observation_space = gym.spaces.Box(
-            low=space.low.astype(np.float32), high=space.high.astype(np.float32), dtype=np.float32
-        )
-
-    def observation(self, observation: np.ndarray) -> np.ndarray:
-        """Return the observation as a float32 array."""
-        return np.asarray(observation, dtype=np.float32)
-
-
 class ChannelFirstUint8(gym.ObservationWrapper):
     """(H, W, C) grid of small integer codes -> C-contiguous uint8 (C, H, W), ready for a CNN and compact in replay.
 
