@@ -37,7 +37,9 @@ class EnvConfig:
 
 @dataclass
 class AgentConfig:
-    network: str = param("auto", "Q-network: by observation shape, or named", choices=("auto", "mlp", "minatar", "nature"))
+    network: str = param(
+        "auto", "Q-network: by observation shape, or named", choices=("auto", "mlp", "minatar", "nature")
+    )
     hidden: list[int] = param(doc="MLP widths", low=1, factory=lambda: [64, 64])
     dueling: bool = param(False, "dueling head (Wang et al. 2016)")
     double: bool = param(True, "double-Q targets (van Hasselt et al. 2016)")
@@ -100,7 +102,8 @@ class Config:
     seed: int = param(0, "seeds env, network init, exploration and replay")
     total_steps: int = param(50_000, "length of the run", unit="env steps", low=1)
     device: str = param("auto", "auto (cuda when available), cpu, cuda or cuda:N")
-    resume: bool = param(False, "continue from the run directory's latest checkpoint")
+    resume: Any = param(False, "continue from the run directory's checkpoint: true (it must exist), auto (if any)",
+                        choices=(False, True, "auto"))  # fmt: skip
     eval_every: int = param(5_000, "steps between greedy evaluations (0: off)", unit="env steps", low=0)
     eval_episodes: int = param(10, "episodes per evaluation", unit="episodes", low=1)
     eval_epsilon: float = param(0.0, "ε of the evaluation policy", low=0.0, high=1.0)

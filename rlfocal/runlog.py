@@ -8,13 +8,15 @@ import csv
 import json
 import math
 import os
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from rlfocal.metrics import COLUMNS, check_row
-
 
 
 class CSVLog:
@@ -52,16 +54,27 @@ class WandbLog:
     """wandb run, offline unless ``mode='online'``; grouped by ``env/arm`` so seeds aggregate into mean ± CI curves
     and one group never mixes environments."""
 
-    def __init__(self, run_dir: Path, project: str, group: str, name: str, mode: str, config: dict,
-                 run_id: str | None) -> None:  # fmt: skip
+    def __init__(
+        self, run_dir: Path, project: str, group: str, name: str, mode: str, config: dict, run_id: str | None
+    ) -> None:
         os.environ.setdefault("WANDB_MODE", mode)
         os.environ.setdefault("WANDB_SILENT", "true")
+        if os.environ["WANDB_MODE"] == "online" and not wandb_reachable():
+            print(f"wandb: {wandb_host()} is unreachable; logging offline instead (wandb sync uploads it later)")
+            os.environ["WANDB_MODE"] = "offline"
         import wandb
 
         self.run = wandb.init(
-            project=project, group=group, name=name, config=config, dir=str(run_dir), id=run_id,
-            resume="allow", mode=os.environ["WANDB_MODE"], job_type="train",
-        )  # fmt: skip
+            project=project,
+            group=group,
+            name=name,
+            config=config,
+            dir=str(run_dir),
+            id=run_id,
+            resume="allow",
+            mode=os.environ["WANDB_MODE"],
+            job_type="train",
+        )
         self.run.define_metric("global_step")
         self.run.define_metric("*", step_metric="global_step")
         self.run_id = self.run.id
@@ -70,30 +83,55 @@ class WandbLog:
         self.run.log({k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))})
 
     def close(self) -> None:
+        offline = self.run.settings.mode == "offline"
+        directory = Path(self.run.dir).parent  # .../wandb/offline-run-<date>-<id>
         self.run.finish()
+        if offline:
+            print(f"wandb: offline run in {directory}; upload it with: wandb sync {directory}")
+
+
+def wandb_host() -> str:
+    """The wandb server this process would talk to (``WANDB_BASE_URL``, else the public one)."""
+    return urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).netloc
+
+
+def wandb_reachable(timeout: float = 5.0) -> bool:
+    """A TCP connection to the wandb server opens within ``timeout`` seconds (wandb itself retries for minutes)."""
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 class Progress:
-    """A carriage-return status line on a terminal; a plain line per update otherwise (log files, sweeps)."""
+    """A carriage-return status line on a terminal; a plain line per update otherwise (log files, sweeps), prefixed
+    with the run's label so a multirun's interleaved lines say which job they belong to. The rate and ETA count only
+    steps after ``warmup`` (the random-policy phase runs far faster than training)."""
 
-    def __init__(self, total: int, start: int, enabled: bool) -> None:
-        self.total, self.enabled = total, enabled
+    def __init__(self, total: int, start: int, enabled: bool, label: str = "", warmup: int = 0) -> None:
+        self.total, self.enabled, self.label, self.warmup = total, enabled, label, warmup
         self.tty = sys.stdout.isatty()
         self.t0, self.s0 = time.perf_counter(), start
 
     def update(self, step: int, recent_return: float) -> None:
         if not self.enabled:
             return
-        elapsed = time.perf_counter() - self.t0
-        sps = (step - self.s0) / max(elapsed, 1e-9)
-        eta = (self.total - step) / max(sps, 1e-9)
+        now = time.perf_counter()
+        sps = (step - self.s0) / max(now - self.t0, 1e-9)
+        eta = _hms((self.total - step) / max(sps, 1e-9)) if self.s0 >= self.warmup else "after warm-up"
+        if step <= self.warmup:
+            self.t0, self.s0 = now, step
         pct = 100.0 * step / self.total
-        line = (f"{step:>9,}/{self.total:,} steps ({pct:5.1f}%) | {sps:7,.0f} SPS | "
-                f"return {recent_return:8.2f} | ETA {_hms(eta)}")  # fmt: skip
+        line = (
+            f"{step:>9,}/{self.total:,} steps ({pct:5.1f}%) | {sps:7,.0f} SPS | return {recent_return:8.2f} | ETA {eta}"
+        )
         if self.tty:
             print("\r" + line, end="", flush=True)
         else:
-            print(line, flush=True)
+            print(f"[{self.label}] {line}" if self.label else line, flush=True)
 
     def close(self) -> None:
         if self.enabled and self.tty:
@@ -108,17 +146,26 @@ def _hms(seconds: float) -> str:
 class RunLogger:
     """Fans a metrics row out to CSV (always) and wandb (``kind='wandb'``), and drives the progress line."""
 
-    def __init__(self, run_dir: Path, cfg, arm: str, config_dict: dict, resume_step: int | None,
-                 state: dict | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, run_dir: Path, cfg, arm: str, config_dict: dict, resume_step: int | None, state: dict | None = None
+    ) -> None:
         self.csv = CSVLog(run_dir / "metrics.csv", resume_step)
         self.wandb = None
         self.state = dict(state or {})  # what a resumed run needs again (the wandb run id)
         if cfg.logger.name == "wandb":
             group = cfg.logger.group or f"{cfg.env.name}/{arm}"
-            self.wandb = WandbLog(run_dir, cfg.logger.project, group, f"{arm}-s{cfg.seed}",
-                                  cfg.logger.mode, config_dict, self.state.get("wandb_id"))  # fmt: skip
+            self.wandb = WandbLog(
+                run_dir,
+                cfg.logger.project,
+                group,
+                f"{arm}-s{cfg.seed}",
+                cfg.logger.mode,
+                config_dict,
+                self.state.get("wandb_id"),
+            )
             self.state["wandb_id"] = self.wandb.run_id
-        self.progress = Progress(cfg.total_steps, resume_step or 0, cfg.progress)
+        label = f"{cfg.env.name} {arm} seed {cfg.seed}"
+        self.progress = Progress(cfg.total_steps, resume_step or 0, cfg.progress, label, cfg.agent.learning_starts)
 
     def write(self, row: dict[str, Any]) -> None:
         self.csv.write(row)
@@ -180,18 +227,37 @@ def summarize(metrics_path: Path, extra: dict[str, Any]) -> dict[str, Any]:
         "final_eval_return": last("eval/return"),
         "best_eval_return": max(evals) if evals else math.nan,
         "last_train_return": last("charts/episodic_return"),
-        "episodes": last("charts/episodes"),
-        "global_step": last("global_step"),
+        "eval_return_std": last("eval/return_std"),
+        "episodes": _int(last("charts/episodes")),
+        "global_step": _int(last("global_step")),
+        "commit": git_commit(),
         **extra,
     }
     return summary
+
+
+def _int(v: float) -> int | None:
+    return None if math.isnan(v) else int(v)
+
+
+def git_commit() -> str:
+    """The rlfocal checkout's commit (``unknown`` outside a git checkout), so every result names its code."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
 def print_summary(summary: dict[str, Any]) -> None:
     width = max(len(k) for k in summary)
     print("-" * 60)
     for k, v in summary.items():
-        print(f"{k:<{width}}  {v:,.2f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+        if isinstance(v, float):
+            v = f"{v + 0.0 if round(v, 2) else 0.0:,.2f}"  # never "-0.00"
+        print(f"{k:<{width}}  {v}")
     print("-" * 60)
 
 

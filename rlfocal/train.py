@@ -35,12 +35,14 @@ from rlfocal.builders import (
     resolve_device,
     set_determinism,
 )
-from rlfocal.checkpoint import load_checkpoint, save_checkpoint
+from rlfocal.checkpoint import CheckpointError, load_checkpoint, previous_path, save_checkpoint
+from rlfocal.cli import preflight
 from rlfocal.config import Config, ConfigError, register_configs, validate
 from rlfocal.envs import make_env
 from rlfocal.envs.vector import make_vec_env
 from rlfocal.metrics import prefixed
 from rlfocal.replay import ReplayBuffer
+from rlfocal.rundir import RunDirLock, RunDirLocked
 
 
 class NonFiniteLoss(RuntimeError):
@@ -92,7 +94,10 @@ class Run:
     counters: Counters
     arm: str
     device: torch.device
+    config_dict: dict
     stop: StopFlag | None = None
+    t_start: float = 0.0  # perf_counter when this part of the run began
+    wall_base: float = 0.0  # wall time of the run's earlier parts
 
     @property
     def ckpt_path(self) -> Path:
@@ -202,7 +207,9 @@ def checkpoint(r: Run) -> None:
     if bool(r.agent.nonfinite):  # one host sync, only when logging or checkpointing
         raise NonFiniteLoss("loss became NaN/inf")
     r.counters.logger = r.log.state
-    save_checkpoint(r.ckpt_path, r.agent, r.buffer if r.cfg.save_replay else None, vars(r.counters))
+    r.counters.wall_time_s = r.wall_base + time.perf_counter() - r.t_start
+    buffer = r.buffer if r.cfg.save_replay else None
+    save_checkpoint(r.ckpt_path, r.agent, buffer, vars(r.counters), r.config_dict)
 
 
 def train(r: Run) -> None:
@@ -262,22 +269,23 @@ def build_run(cfg: Config, run_dir: Path, config_dict: dict) -> Run:
     agent = make_agent(cfg, obs_shape, int(envs.single_action_space.n), device)
     warn_if_too_short(cfg)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     counters, resume_step = Counters(), None
-    if cfg.resume and ckpt_path.exists():
-        counters = Counters(**load_checkpoint(ckpt_path, agent, buffer))
+    have_checkpoint = ckpt_path.exists() or previous_path(ckpt_path).exists()
+    if cfg.resume is True and not have_checkpoint:
+        raise CheckpointError(f"resume=true but {ckpt_path.parent} holds no checkpoint (resume=auto starts afresh)")
+    if cfg.resume and have_checkpoint:
+        counters = Counters(**load_checkpoint(ckpt_path, agent, buffer, config=config_dict))
         resume_step = counters.global_step
         buffer.truncate_streams()  # the interrupted episode ends here; fresh environments follow
         print(f"resuming {run_dir} at step {resume_step:,} of {cfg.total_steps:,}")
-    elif cfg.resume:
-        print(f"resume=true but no checkpoint at {ckpt_path}: starting from scratch")
     counters.start_step = counters.global_step
     OmegaConf.save(OmegaConf.create(config_dict), run_dir / "config.yaml")
     arm = arm_name(cfg)
     log = runlog.RunLogger(run_dir, cfg, arm, config_dict, resume_step, counters.logger)
-    return Run(cfg, run_dir, envs, eval_env, np.random.default_rng(cfg.seed + 10_000), buffer, agent,
-               make_gauge(cfg, buffer), log, counters, arm, device)  # fmt: skip
+    eval_rng = np.random.default_rng(cfg.seed + 10_000)  # evaluation observes; it never draws from training's RNG
+    gauge = make_gauge(cfg, buffer)
+    return Run(cfg, run_dir, envs, eval_env, eval_rng, buffer, agent, gauge, log, counters, arm, device, config_dict)
 
 
 def warn_if_too_short(cfg: Config) -> None:
@@ -291,31 +299,35 @@ def warn_if_too_short(cfg: Config) -> None:
         )
 
 
-def run(cfg: Config, run_dir: Path, config_dict: dict) -> dict:
-    """Train to ``cfg.total_steps`` environment steps; returns the summary."""
-    r = build_run(cfg, run_dir, config_dict)
-    r.stop = StopFlag()
-    t_start = time.perf_counter()
-    try:
-        train(r)
-    except NonFiniteLoss as err:
-        r.log.close()
-        good = f"the last good checkpoint is {r.ckpt_path}" if r.ckpt_path.exists() else "no checkpoint was written"
-        msg = f"stopped at step {r.counters.global_step:,}: {err}. Lower agent.lr or check the loss settings; {good}."
-        print(f"\n{msg}", file=sys.stderr)
-        raise NonFiniteLoss(msg) from None
-    finally:
-        r.stop.restore()
-        r.counters.wall_time_s += time.perf_counter() - t_start
+def run(cfg: Config, run_dir: Path, config_dict: dict, command: str = "python -m rlfocal.train ...") -> dict:
+    """Train to ``cfg.total_steps`` environment steps, holding the run directory's lock; returns the summary.
+    ``command`` (the caller's own command line) is what the interrupt message tells the user to rerun."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunDirLock(run_dir):
+        r = build_run(cfg, run_dir, config_dict)
+        r.stop, r.t_start, r.wall_base = StopFlag(), time.perf_counter(), r.counters.wall_time_s
+        try:
+            train(r)
+        except NonFiniteLoss as err:
+            r.log.close()
+            good = f"the last good checkpoint is {r.ckpt_path}" if r.ckpt_path.exists() else "no checkpoint was written"
+            msg = (
+                f"stopped at step {r.counters.global_step:,}: {err}. Lower agent.lr or check the loss settings; {good}."
+            )
+            print(f"\n{msg}", file=sys.stderr)
+            raise NonFiniteLoss(msg) from None
+        finally:
+            r.stop.restore()
+            r.counters.wall_time_s = r.wall_base + time.perf_counter() - r.t_start
 
-    if r.stop.signum is not None:
-        checkpoint(r)
-        r.log.close()
-        name = signal.Signals(r.stop.signum).name
-        print(f"\n{name} at step {r.counters.global_step:,}: checkpoint written to {r.ckpt_path}; continue with "
-              f"python -m rlfocal.train <the same overrides> resume=true hydra.run.dir={r.run_dir}")  # fmt: skip
-        raise SystemExit(128 + r.stop.signum)
-    return finish(r)
+        if r.stop.signum is not None:
+            checkpoint(r)
+            r.log.close()
+            name = signal.Signals(r.stop.signum).name
+            print(f"\n{name} at step {r.counters.global_step:,}: checkpoint written to {r.ckpt_path}; continue with\n"
+                  f"  {command} resume=true hydra.run.dir={run_dir}")  # fmt: skip
+            raise SystemExit(128 + r.stop.signum)
+        return finish(r)
 
 
 def finish(r: Run) -> dict:
@@ -346,9 +358,15 @@ def main(cfg: DictConfig) -> float:
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(("resume=", "hydra.run.dir="))]
+    command = " ".join(["python -m rlfocal.train", *overrides])
     try:
-        summary = run(config, run_dir, OmegaConf.to_container(cfg, resolve=True))
+        summary = run(config, run_dir, OmegaConf.to_container(cfg, resolve=True), command)
+    except (CheckpointError, RunDirLocked) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     except NonFiniteLoss:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # Hydra marks this job failed and the rest of the sweep goes on
@@ -357,4 +375,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    preflight(sys.argv[1:])
     main()
