@@ -75,7 +75,7 @@ def run_rlfocal(spec: dict, replay: str) -> dict:
         f"agent.learning_starts={start}", f"agent.batch_size={batch}", f"agent.train_freq={freq}",
         f"replay.capacity={spec['capacity']}", f"env.num_envs={spec['num_envs']}",
         f"env.vector_mode={spec['vector_mode']}", f"logger.log_every={max(1, spec['steps'] // WINDOWS)}",
-        f"checkpoint_every={10 * total}",
+        f"checkpoint_every={10 * total}", "eval_episodes=1",  # the run's closing evaluation is not measured
     ]  # fmt: skip
     cfg = compose_config(overrides)
     with tempfile.TemporaryDirectory() as tmp:

@@ -176,6 +176,10 @@ if (out / "atari_throughput.json").exists():
     keys = ("contender", "num_envs", "batch_size", "sps_median", "updates_per_s", "peak_gpu_mib", "gpu", "error")
     cells = json.loads((out / "atari_throughput.json").read_text())["results"]
     summary["atari_throughput"] = [{k: c.get(k) for k in keys if k in c} for c in cells]
+    failed = [c for c in cells if "error" in c]
+    for s in steps:  # the benchmark exits 0 when a cell fails; the check does not
+        if s["name"] == "atari_throughput" and failed and s["status"] == "ok":
+            s.update(status="failed", why=f"{len(failed)} of {len(cells)} cells failed: {failed[0]['error']}")
 (out / "summary.json").write_text(json.dumps(summary, indent=2))
 print(json.dumps(summary, indent=2))
 bad = [s["name"] for s in steps if s["status"] in ("failed", "timeout")]
