@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from rlfocal.envs import make_env
+from rlfocal.envs.deepsea_vector import DeepSeaVector
 from rlfocal.envs.vector import make_vec_env
 
 
@@ -73,3 +74,45 @@ def test_bad_arguments_fail_clearly(kwargs, message):
     kwargs = {"name": "CartPole-v1", "seed": 0, **kwargs}
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         make_vec_env(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("size", "kwargs"),
+    [
+        (1, {}),
+        (2, {}),
+        (5, {}),
+        (4, {"mapping_seed": 7}),
+        (3, {"randomize_actions": False}),
+        (6, {"unscaled_move_cost": 0.3}),
+    ],
+)
+def test_deepsea_vector_matches_single_deepseas_step_for_step(size, kwargs):
+    n, steps = 4, 120
+    vector = DeepSeaVector(n, size, **kwargs)
+    singles = make_vec_env("deepsea", 11, n, size=size, **kwargs)
+    for i in range(n):
+        np.testing.assert_array_equal(vector.action_mappings[i], singles.envs[i].unwrapped.action_mapping)
+    np.testing.assert_array_equal(vector.reset(seed=5), singles.reset(seed=5))
+    acts = _actions(steps, n, seed=size)
+    for t in range(steps):
+        mine, theirs = vector.step(acts[t]), singles.step(acts[t])
+        for field in ("obs", "next_obs", "rewards", "terminated", "truncated"):
+            a, b = getattr(mine, field), getattr(theirs, field)
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (t, field)  # bit for bit
+        assert mine.episodes == theirs.episodes, t
+    bad = [env.unwrapped.total_bad_episodes for env in singles.envs]
+    np.testing.assert_array_equal(vector.total_bad_episodes, bad)
+    assert 0 < sum(bad) < n * steps // size  # both kinds of episode happened
+
+
+def test_deepsea_vector_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="num_envs=0 is not allowed: must be an integer >= 1"):
+        DeepSeaVector(0)
+    with pytest.raises(ValueError, match="size=0 is not allowed"):
+        DeepSeaVector(2, 0)
+    vector = DeepSeaVector(2, 3)
+    vector.reset()
+    for bad in ([0], [0, 2], [[0, 1]]):
+        with pytest.raises(ValueError, match="needs 2 actions, each 0 or 1"):
+            vector.step(np.array(bad))

@@ -111,8 +111,9 @@ class AsyncVecEnv:
         self.venv.close()
 
 
-def make_vec_env(name: str, seed: int, num_envs: int, *, mode: str = "serial", train: bool = True,
-                 **kwargs: Any) -> SerialVecEnv | AsyncVecEnv:  # fmt: skip
+def make_vec_env(
+    name: str, seed: int, num_envs: int, *, mode: str = "serial", train: bool = True, **kwargs: Any
+) -> SerialVecEnv | AsyncVecEnv:
     """``num_envs`` copies of ``make_env(name, seed + i, train=train, **kwargs)``, stepped ``serial`` or ``async``."""
     if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
         raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
