@@ -17,32 +17,35 @@ Choices, also stated in the report itself:
   CIs: stratified bootstrap over runs within environments (``rlfocal.stats``).
 - Runs without ``summary.json`` (unfinished or still running) are included, marked, and listed in a note; their
   arm label comes from ``config.yaml`` by the same rule training uses (``rlfocal.losses.arm_label``).
+- Pooling: runs are pooled over seeds only when their resolved ``config.yaml`` agree on every other setting
+  (``rlfocal.grouping``); groups sharing an environment and arm label are labelled by the keys that differ, and
+  the report (and stdout) lists which runs went where. A group of one run gets its value and no CI.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import csv
-import html
-import json
 import math
+import os
 import re
 import shlex
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from rlfocal import stats
-from rlfocal.losses import arm_label
+from rlfocal.grouping import FREE_KEYS, FREE_PREFIXES, Group, differing_keys, group_runs
+from rlfocal.report_doc import Doc
+from rlfocal.report_figures import align_curves, palette, plot_aggregate, plot_curves, plot_gauge
+from rlfocal.report_runs import TRAIN_RETURN, ReportError, Run, curve_source, final_score, find_run_dirs, load_run
+
+__all__ = ["ReportError", "Run", "align_curves", "assign_groups", "find_run_dirs", "load_run", "main"]
 
 METRICS = ("eval/return", "charts/episodic_return")
-TRAIN_RETURN = "charts/episodic_return"
 # (min, max) of the return, for normalising final scores to [0, 1]
 KNOWN_RANGES = {
     "CartPole-v1": (0.0, 500.0),
@@ -54,122 +57,7 @@ KNOWN_PREFIX_RANGES = {"MiniGrid-": (0.0, 1.0)}  # MiniGrid pays 1 - 0.9 * steps
 IQM_LABEL, GAP_LABEL = "IQM (normalised score)", "optimality gap (normalised; lower is better)"
 
 
-class ReportError(Exception):
-    """Bad input for the report; printed as one line, exit code 2."""
-
-
-@dataclass
-class Run:
-    """One run directory: its labels and every column of its ``metrics.csv`` as floats (NaN for empty cells)."""
-
-    path: Path
-    env: str
-    arm: str
-    seed: int | None
-    finished: bool
-    wandb: bool
-    columns: dict[str, np.ndarray]
-
-    def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        """(steps, values) of the rows where ``key`` was logged."""
-        values = self.columns.get(key)
-        if values is None:
-            return np.empty(0), np.empty(0)
-        keep = np.isfinite(values)
-        return self.columns["global_step"][keep], values[keep]
-
-
-# ------------------------------------------------------------------------------------------------ reading runs
-
-
-def find_run_dirs(paths: Sequence[Path]) -> list[Path]:
-    """Every directory at or below ``paths`` holding both ``metrics.csv`` and ``config.yaml``, sorted, unique."""
-    found = set()
-    for root in paths:
-        if not root.exists():
-            raise ReportError(f"no such directory: {root}")
-        if not root.is_dir():
-            raise ReportError(f"not a directory: {root}")
-        for csv_path in root.rglob("metrics.csv"):  # root itself included
-            if csv_path.is_file() and (csv_path.parent / "config.yaml").is_file():
-                found.add(csv_path.parent.resolve())
-    return sorted(found)
-
-
-def _float(cell: str | None) -> float:
-    try:
-        return float(cell) if cell else math.nan
-    except ValueError:
-        return math.nan
-
-
-def read_csv(path: Path) -> dict[str, np.ndarray]:
-    """Every column in the file's own header (not only ``logging.COLUMNS``), as float arrays."""
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-        header = reader.fieldnames or []
-    if "global_step" not in header:
-        raise ReportError("metrics.csv has no global_step column")
-    return {c: np.array([_float(r.get(c)) for r in rows], dtype=float) for c in header}
-
-
-def load_run(path: Path) -> Run:
-    """A run's labels from ``summary.json`` when present (finished), else from ``config.yaml``."""
-    try:
-        cfg = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"), resolve=False)
-    except Exception as err:  # a half-written or foreign YAML: report it as a reason to skip the run
-        raise ReportError(f"unreadable config.yaml ({type(err).__name__})") from None
-    if not isinstance(cfg, dict):
-        raise ReportError("config.yaml is not a mapping")
-    summary = {}
-    if (path / "summary.json").is_file():
-        try:
-            summary = json.loads((path / "summary.json").read_text())
-        except json.JSONDecodeError:
-            raise ReportError("unreadable summary.json") from None
-    try:
-        env = summary.get("env") or cfg["env"]["name"]
-        sampler = cfg["replay"].get("name") or cfg["replay"]["kind"]  # "kind" in runs made before 2026-12
-        arm = summary.get("arm") or arm_label(sampler, cfg["loss"])
-    except (KeyError, TypeError, AttributeError):
-        raise ReportError("config.yaml lacks env.name, replay.name or loss.name") from None
-    seed = summary.get("seed", cfg.get("seed"))
-    columns = read_csv(path / "metrics.csv")
-    if columns["global_step"].size == 0:
-        raise ReportError("metrics.csv has no rows")
-    return Run(path, str(env), str(arm), None if seed is None else int(seed), bool(summary),
-               (path / "wandb").is_dir(), columns)  # fmt: skip
-
-
-def curve_source(run: Run, metric: str) -> str | None:
-    """The column a run is scored on: ``metric``, else the training return, else None (nothing logged)."""
-    for key in (metric, TRAIN_RETURN):
-        if run.series(key)[1].size:
-            return key
-    return None
-
-
-def final_score(run: Run, metric: str, last_k: int) -> float:
-    """Mean of the last ``last_k`` values of ``metric``; without any, the last training return (NaN if none)."""
-    values = run.series(metric)[1]
-    if values.size:
-        return float(values[-last_k:].mean())
-    train = run.series(TRAIN_RETURN)[1]
-    return float(train[-1]) if train.size else math.nan
-
-
 # --------------------------------------------------------------------------------------------------- numbers
-
-
-def align_curves(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """Runs' (steps, values) on one grid: the union of their steps inside the range all of them cover, by linear
-    interpolation. Returns ``(grid [x], values [runs, x])``; the grid is empty when the ranges do not overlap."""
-    start = max(s[0] for s, _ in series)
-    end = min(s[-1] for s, _ in series)
-    grid = np.unique(np.concatenate([s for s, _ in series]))
-    grid = grid[(grid >= start) & (grid <= end)]
-    return grid, np.stack([np.interp(grid, s, v) for s, v in series])
 
 
 def score_range(env: str, runs: Sequence[Run], metric: str) -> tuple[float, float, str]:
@@ -189,7 +77,10 @@ def _fmt(x: float) -> str:
     return "n/a" if not math.isfinite(x) else f"{x:.2f}" if abs(x) < 1e5 else f"{x:.4g}"
 
 
-def _interval(point: float, lo: float, hi: float) -> str:
+def _interval(point: float, lo: float, hi: float, alone: str = "n=1") -> str:
+    """``point [lo, hi]``; NaN bounds (nothing to resample) read ``point (no CI: <alone>)``."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{_fmt(point)} (no CI: {alone})"
     return f"{_fmt(point)} [{_fmt(lo)}, {_fmt(hi)}]"
 
 
@@ -197,172 +88,80 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower() or "env"
 
 
-# --------------------------------------------------------------------------------------------------- figures
+# ------------------------------------------------------------------------------------------------- grouping
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def _order(run: Run) -> tuple:
+    return run.env, run.group, run.seed if run.seed is not None else -1, str(run.path)
 
 
-def _band(ax, grid: np.ndarray, values: np.ndarray, reps: int, label: str, color) -> None:
-    mean, lo, hi = stats.mean_ci_over_seeds(values, reps=reps, seed=0)
-    ax.plot(grid, mean, color=color, label=label, lw=1.5, marker="o" if grid.size == 1 else None)
-    ax.fill_between(grid, lo, hi, color=color, alpha=0.2, lw=0)
+def assign_groups(runs: list[Run]) -> list[Group]:
+    """Group the runs by config (``rlfocal.grouping.group_runs``) and set each run's ``group``; returns the groups."""
+    groups = group_runs([(r.env, r.arm, r.config) for r in runs])
+    for group in groups:
+        for i in group.members:
+            runs[i].group = group.label
+    return groups
 
 
-def plot_curves(path: Path, env: str, by_arm: dict[str, list[Run]], metric: str, reps: int, colors: dict) -> list[str]:
-    """One figure: mean and 95% CI over seeds per arm against environment steps. Returns notes on dropped arms."""
-    plt, notes = _plt(), []
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for arm, runs in by_arm.items():
-        series = [r.series(src) for r in runs if (src := curve_source(r, metric))]
-        if not series:
-            notes.append(f"{env}, {arm}: nothing logged to plot")
-            continue
-        grid, values = align_curves(series)
-        if grid.size == 0:
-            notes.append(f"{env}, {arm}: the runs' step ranges do not overlap; curve left out")
-            continue
-        _band(ax, grid, values, reps, f"{arm} (n={len(series)})", colors[arm])
-    ax.set(xlabel="environment steps", ylabel=metric, title=env)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return notes
+def placement(runs: list[Run], groups: list[Group]) -> tuple[Path | None, list[tuple[Group, list[Run], list[str]]]]:
+    """Each group with its runs (by seed) and their directories, relative to the runs' common folder (returned
+    first; None for a single run, whose full path is given)."""
+    root = Path(os.path.commonpath([r.path for r in runs])) if len(runs) > 1 else None
+    out = []
+    for g in groups:
+        members = sorted((runs[i] for i in g.members), key=_order)
+        out.append((g, members, [str(r.path.relative_to(root) if root else r.path) for r in members]))
+    return root, out
 
 
-def plot_aggregate(path: Path, results: dict[str, dict[str, tuple[float, float, float]]], colors: dict) -> None:
-    """IQM and optimality gap per arm with their CIs, as horizontal intervals (rliable's interval plot)."""
-    plt = _plt()
-    arms = list(next(iter(results.values())))
-    fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 0.5 * len(arms) + 1.5), sharey=True)
-    for ax, (name, per_arm) in zip(np.atleast_1d(axes), results.items(), strict=True):
-        for i, arm in enumerate(arms):
-            point, lo, hi = per_arm[arm]
-            ax.barh(i, hi - lo, left=lo, height=0.6, color=colors[arm], alpha=0.5)
-            ax.vlines(point, i - 0.3, i + 0.3, color="k", lw=1.5)
-        ax.set_yticks(range(len(arms)), arms, fontsize=8)
-        ax.set_xlabel(name)
-        ax.grid(axis="x", alpha=0.3)
-    np.atleast_1d(axes)[0].invert_yaxis()  # first arm on top (the axes share y)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def print_placement(runs: list[Run], groups: list[Group]) -> None:
+    """On stdout: which runs were pooled into which group (one line per group)."""
+    root, placed = placement(runs, groups)
+    where = f"; directories under {root}" if root else ""
+    print(f"report: {len(runs)} runs in {len(groups)} groups (runs are pooled over seeds only){where}:")
+    for g, members, dirs in placed:
+        seeds = ", ".join(str(r.seed) for r in members)
+        print(f"  {g.env} | {g.label} | n={len(members)}, seeds {seeds} | {', '.join(dirs)}")
 
 
-def plot_gauge(path: Path, env: str, by_arm: dict[str, list[Run]], keys: list[str], reps: int, colors: dict) -> None:
-    """One panel per gauge column: mean and 95% CI over seeds per arm (arms that never log a column are absent)."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.8 * len(keys), 3.8), squeeze=False, layout="constrained")
-    handles = {}
-    for ax, key in zip(axes[0], keys, strict=True):
-        for arm, runs in by_arm.items():
-            series = [s for r in runs if (s := r.series(key))[1].size]
-            if series and (aligned := align_curves(series))[0].size:
-                _band(ax, *aligned, reps, arm, colors[arm])
-        ax.set(xlabel="environment steps", title=key)
-        ax.grid(alpha=0.3)
-        handles.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
-    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(len(handles), 4), fontsize=8)
-    fig.suptitle(env)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# -------------------------------------------------------------------------------------------------- document
-
-
-class Doc:
-    """A report as a list of blocks, rendered to Markdown (linked PNGs) and to self-contained HTML."""
-
-    def __init__(self) -> None:
-        self.blocks: list[tuple] = []
-
-    def heading(self, level: int, text: str) -> None:
-        self.blocks.append(("h", level, text))
-
-    def para(self, text: str) -> None:
-        self.blocks.append(("p", text))
-
-    def items(self, items: list[str]) -> None:
-        self.blocks.append(("ul", items))
-
-    def code(self, text: str) -> None:
-        self.blocks.append(("pre", text))
-
-    def table(self, header: list[str], rows: list[list[str]]) -> None:
-        self.blocks.append(("table", header, rows))
-
-    def image(self, path: Path, alt: str) -> None:
-        self.blocks.append(("img", path, alt))
-
-    def markdown(self) -> str:
-        out = []
-        for kind, *args in self.blocks:
-            if kind == "h":
-                out.append("#" * args[0] + " " + args[1])
-            elif kind == "p":
-                out.append(args[0])
-            elif kind == "ul":
-                out.append("\n".join(f"- {item}" for item in args[0]))
-            elif kind == "pre":
-                out.append(f"```\n{args[0]}\n```")
-            elif kind == "table":
-                header, rows = args
-                cells = [header, ["---"] * len(header), *rows]
-                out.append("\n".join("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in cells))
-            elif kind == "img":
-                out.append(f"![{args[1]}]({args[0].name})")
-        return "\n\n".join(out) + "\n"
-
-    def html(self, title: str) -> str:
-        def inline(text: str) -> str:  # `code` spans, the only markup the paragraphs use
-            return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
-
-        body = []
-        for kind, *args in self.blocks:
-            if kind == "h":
-                body.append(f"<h{args[0]}>{inline(args[1])}</h{args[0]}>")
-            elif kind == "p":
-                body.append(f"<p>{inline(args[0])}</p>")
-            elif kind == "ul":
-                body.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in args[0]) + "</ul>")
-            elif kind == "pre":
-                body.append(f"<pre>{html.escape(args[0])}</pre>")
-            elif kind == "table":
-                header, rows = args
-                head = "".join(f"<th>{inline(c)}</th>" for c in header)
-                trs = "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in rows)
-                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
-            elif kind == "img":
-                data = base64.b64encode(args[0].read_bytes()).decode("ascii")
-                body.append(f'<img alt="{html.escape(args[1])}" src="data:image/png;base64,{data}">')
-        style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}"
-                 "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left}"
-                 "img{max-width:100%}pre{background:#f4f4f4;padding:.5em;overflow-x:auto}")  # fmt: skip
-        return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-                f"<style>{style}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")  # fmt: skip
+def groups_section(doc: Doc, runs: list[Run], groups: list[Group]) -> None:
+    """The report's placement table (group -> runs, seeds, separating keys) and, per environment, the settings its
+    groups differ in besides the arm (arms compared at unequal budgets, say)."""
+    free = sorted([*FREE_KEYS, *(f"{p}*" for p in FREE_PREFIXES)])
+    doc.heading(2, "Groups")
+    doc.para("Runs are pooled over seeds only when their resolved `config.yaml` agree on every setting except "
+             "`seed`, paths (`dir`, `*_dir`, `path`, `*_path`) and settings of how a run is executed or recorded: "
+             + ", ".join(f"`{k}`" for k in free) + ". Groups sharing an environment and arm label are labelled by "
+             "the settings that separate them (`unset`: absent from that group's config).")  # fmt: skip
+    root, placed = placement(runs, groups)
+    if root:
+        doc.para(f"Directories relative to `{root}`.")
+    doc.table(["env", "group", "n", "seeds", "separated by", "run directories"],
+              [[g.env, g.label, str(len(members)), ", ".join(str(r.seed) for r in members),
+                ", ".join(f"{k}={v}" for k, v in g.separated_by.items()), ", ".join(f"`{d}`" for d in dirs)]
+               for g, members, dirs in placed])  # fmt: skip
+    notes = []
+    for env in dict.fromkeys(g.env for g in groups):
+        keys = differing_keys([g.config for g in groups if g.env == env])
+        keys = [k for k in keys if not k.startswith(("replay.", "loss."))]
+        if keys:
+            notes.append(f"{env}: its groups differ in " + ", ".join(f"`{k}`" for k in keys) + " besides the "
+                         "arm (`replay.*`, `loss.*`); compare its arms with that in mind.")  # fmt: skip
+    if notes:
+        doc.items(notes)
 
 
 # ------------------------------------------------------------------------------------------------------- main
 
 
-def build_report(runs: list[Run], out: Path, metric: str, reps: int, last_k: int, command: str,
-                 roots: Sequence[str], skipped: list[str]) -> Doc:  # fmt: skip
-    """Write the PNGs to ``out`` and return the document that links them."""
+def build_report(runs: list[Run], groups: list[Group], out: Path, metric: str, reps: int, last_k: int,
+                 command: str, roots: Sequence[str], skipped: list[str]) -> Doc:  # fmt: skip
+    """Write the PNGs to ``out`` and return the document that links them; runs are pooled by ``run.group``."""
     envs: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
-    for run in sorted(runs, key=lambda r: (r.env, r.arm, r.seed if r.seed is not None else -1, str(r.path))):
-        envs[run.env][run.arm].append(run)
-    arms = sorted({r.arm for r in runs})
-    palette = _plt().get_cmap("tab10")
-    colors = {arm: palette(i % 10) for i, arm in enumerate(arms)}
+    for run in sorted(runs, key=_order):
+        envs[run.env][run.group].append(run)
+    colors = palette(sorted({r.group for r in runs}))
     scores = {run.path: final_score(run, metric, last_k) for run in runs}
 
     doc = Doc()
@@ -384,11 +183,14 @@ def build_report(runs: list[Run], out: Path, metric: str, reps: int, last_k: int
         "environment, percentile intervals).",
         "Runs without `summary.json` (unfinished or still running) are included and marked; their arm label comes "
         "from `config.yaml` by the rule training uses.",
+        "Only runs whose configs agree on everything but the seed are pooled (see Groups); a group of one run (one "
+        "per environment, for aggregates) shows its value and no CI, as there is nothing to resample.",
     ]
     doc.items(notes)
     if skipped:
         doc.para("Skipped:")
         doc.items(skipped)
+    groups_section(doc, runs, groups)
 
     doc.heading(2, "Runs")
     rows = []
@@ -398,9 +200,10 @@ def build_report(runs: list[Run], out: Path, metric: str, reps: int, last_k: int
                 src = curve_source(r, metric)
                 last = r.columns["global_step"][-1]
                 source = "none" if src is None else src if src == metric else f"{src} (fallback)"
-                rows.append([env, arm, str(r.seed), f"{last:,.0f}", "yes" if r.finished else "**no**",
-                             "yes" if r.wandb else "no", source, _fmt(scores[r.path]), f"`{r.path}`"])  # fmt: skip
-    doc.table(["env", "arm", "seed", "last step", "finished", "wandb", "scored on", "final score", "directory"], rows)
+                rows.append([env, r.arm, str(r.seed), f"{last:,.0f}", "yes" if r.finished else "**no**",
+                             "yes" if r.wandb else "no", source, _fmt(scores[r.path]), f"`{r.path}`", arm])  # fmt: skip
+    doc.table(["env", "arm", "seed", "last step", "finished", "wandb", "scored on", "final score", "directory",
+               "group"], rows)  # fmt: skip
     unfinished = [r for r in runs if not r.finished]
     if unfinished:
         doc.para(f"Note: {len(unfinished)} run(s) have no `summary.json` (unfinished); they are included with the "
@@ -410,7 +213,8 @@ def build_report(runs: list[Run], out: Path, metric: str, reps: int, last_k: int
     plot_notes = []
     for env, by_arm in envs.items():
         png = out / f"curves_{_slug(env)}.png"
-        plot_notes += plot_curves(png, env, by_arm, metric, reps, colors)
+        by_group = {g: [r.series(src) for r in rs if (src := curve_source(r, metric))] for g, rs in by_arm.items()}
+        plot_notes += plot_curves(png, env, by_group, metric, reps, colors)
         doc.image(png, f"{env}: {metric} against environment steps")
     if plot_notes:
         doc.items(plot_notes)
@@ -421,11 +225,11 @@ def build_report(runs: list[Run], out: Path, metric: str, reps: int, last_k: int
     for env, by_arm in envs.items():
         for arm, env_runs in by_arm.items():
             vals = np.array([scores[r.path] for r in env_runs if math.isfinite(scores[r.path])])
-            if vals.size:
+            if vals.size > 1:
                 point, lo, hi = stats.stratified_bootstrap_ci({arm: [vals]}, np.mean, reps=reps)[arm]
                 rows.append([env, arm, _interval(point, lo, hi), str(vals.size)])
             else:
-                rows.append([env, arm, "n/a", "0"])
+                rows.append([env, arm, _interval(vals[0], math.nan, math.nan) if vals.size else "n/a", str(vals.size)])
     doc.table(["env", "arm", "final return", "n"], rows)
 
     doc.heading(2, "Aggregate (normalised)")
@@ -444,12 +248,17 @@ def build_report(runs: list[Run], out: Path, metric: str, reps: int, last_k: int
             IQM_LABEL: stats.stratified_bootstrap_ci(per_arm, stats.iqm, reps=reps),
             GAP_LABEL: stats.stratified_bootstrap_ci(per_arm, stats.optimality_gap, reps=reps),
         }
+        for arm, per_env in per_arm.items():  # one run in every environment: resampling gives a zero-width "CI"
+            if max(v.size for v in per_env) == 1:
+                for per_label in results.values():
+                    per_label[arm] = (per_label[arm][0], math.nan, math.nan)
         png = out / "aggregate.png"
         plot_aggregate(png, results, colors)
         doc.image(png, "IQM and optimality gap per arm")
         doc.table(["arm", "IQM", "optimality gap", "envs", "runs"],
-                  [[arm, _interval(*results[IQM_LABEL][arm]), _interval(*results[GAP_LABEL][arm]),
-                    str(len(per_arm[arm])), str(sum(v.size for v in per_arm[arm]))] for arm in per_arm])  # fmt: skip
+                  [[arm, _interval(*results[IQM_LABEL][arm], "n=1 per env"),
+                    _interval(*results[GAP_LABEL][arm], "n=1 per env"), str(len(per_arm[arm])),
+                    str(sum(v.size for v in per_arm[arm]))] for arm in per_arm])  # fmt: skip
         if len({len(v) for v in per_arm.values()}) > 1:
             doc.para("Note: not every arm has runs in every environment; each arm aggregates over its own.")
     else:
@@ -464,7 +273,9 @@ def build_report(runs: list[Run], out: Path, metric: str, reps: int, last_k: int
             keys = [k for k in gauge_keys if any(r.series(k)[1].size for rs in by_arm.values() for r in rs)]
             if keys:
                 png = out / f"gauge_{_slug(env)}.png"
-                plot_gauge(png, env, by_arm, keys, reps, colors)
+                by_key = {k: {g: [s for r in rs if (s := r.series(k))[1].size] for g, rs in by_arm.items()}
+                          for k in keys}  # fmt: skip
+                plot_gauge(png, env, by_key, reps, colors)
                 doc.image(png, f"{env}: analogy gauge")
         doc.para("Each run's mean over its readings, then the mean over seeds (blank: never logged).")
         rows = []
@@ -480,13 +291,13 @@ def build_report(runs: list[Run], out: Path, metric: str, reps: int, last_k: int
 
 
 def write_scores(path: Path, runs: list[Run], metric: str, last_k: int) -> None:
-    """``scores.csv``: one row per run with its final score, for analyses beyond the report."""
+    """``scores.csv``: one row per run with its final score and the group it was pooled in, for further analyses."""
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["env", "arm", "seed", "final_score", "metric", "last_step", "finished", "run_dir"])
-        for r in sorted(runs, key=lambda r: (r.env, r.arm, r.seed if r.seed is not None else -1)):
+        writer.writerow(["env", "arm", "seed", "final_score", "metric", "last_step", "finished", "run_dir", "group"])
+        for r in sorted(runs, key=_order):
             writer.writerow([r.env, r.arm, r.seed, final_score(r, metric, last_k), curve_source(r, metric),
-                             int(r.columns["global_step"][-1]), r.finished, r.path])  # fmt: skip
+                             int(r.columns["global_step"][-1]), r.finished, r.path, r.group])  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):
@@ -522,9 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for run in runs:
             if not run.finished:
                 print(f"note: {run.path} has no summary.json (unfinished); included", file=sys.stderr)
+        groups = assign_groups(runs)
+        print_placement(runs, groups)
         args.out.mkdir(parents=True, exist_ok=True)
         command = "python -m rlfocal.report " + shlex.join(argv)
-        doc = build_report(runs, args.out, args.metric, args.reps, args.last_k, command,
+        doc = build_report(runs, groups, args.out, args.metric, args.reps, args.last_k, command,
                            [str(p) for p in args.run_dirs], skipped)  # fmt: skip
         write_scores(args.out / "scores.csv", runs, args.metric, args.last_k)
         (args.out / "report.md").write_text(doc.markdown())

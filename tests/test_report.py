@@ -16,9 +16,10 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from rlfocal.config import register_configs, validate
+from rlfocal.grouping import comparable, group_runs
+from rlfocal.losses import arm_label
 from rlfocal.metrics import COLUMNS
 from rlfocal.report import align_curves, main
-from rlfocal.train import run as train_run
 
 GAUGE = ("gauge/grad_cosine", "gauge/modulator_spearman", "gauge/priority_ess", "gauge/priority_staleness")
 HEADER = list(dict.fromkeys([*COLUMNS, *GAUGE]))  # COLUMNS may or may not list the gauge yet
@@ -34,8 +35,9 @@ def eval_return(env: str, replay: str, seed: int, step: int) -> float:
 
 
 def write_run(path: Path, env: str, replay: str, loss: str, seed: int, *, finished: bool = True,
-              header: list[str] = HEADER) -> None:  # fmt: skip
-    """A run directory as train.py leaves it: metrics.csv, config.yaml and (when finished) summary.json."""
+              header: list[str] = HEADER, overrides: dict[str, object] | None = None) -> None:  # fmt: skip
+    """A run directory as train.py leaves it: metrics.csv, config.yaml (``overrides``: dotted keys set in it) and
+    (when finished) summary.json, whose arm label is training's for the config."""
     path.mkdir(parents=True)
     with (path / "metrics.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
@@ -51,11 +53,15 @@ def write_run(path: Path, env: str, replay: str, loss: str, seed: int, *, finish
                     row["gauge/priority_ess"], row["gauge/priority_staleness"] = 0.8, step / 10
             writer.writerow({k: f"{v:.6g}" for k, v in row.items()})
     loss_cfg = {"name": loss, **({"gamma": 2.0, "tau": "auto"} if loss == "focal" else {})}
-    OmegaConf.save({"env": {"name": env, "kwargs": {}}, "replay": {"kind": replay}, "loss": loss_cfg,
-                    "seed": seed, "logger": {"kind": "csv"}}, path / "config.yaml")  # fmt: skip
+    cfg = OmegaConf.create({"env": {"name": env, "kwargs": {}}, "replay": {"kind": replay}, "loss": loss_cfg,
+                            "agent": {"lr": 2.5e-4, "hidden": [64, 64]}, "seed": seed, "total_steps": 1000,
+                            "device": "cpu", "checkpoint_every": 500, "logger": {"kind": "csv"}})  # fmt: skip
+    for key, value in (overrides or {}).items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    OmegaConf.save(cfg, path / "config.yaml")
     if finished:
-        summary = {"arm": ARMS[replay, loss], "env": env, "seed": seed, "final_eval_return": eval_return(env, replay,
-                   seed, 1000)}  # fmt: skip
+        arm = arm_label(cfg.replay.get("name") or cfg.replay.kind, OmegaConf.to_container(cfg.loss))
+        summary = {"arm": arm, "env": env, "seed": seed, "final_eval_return": eval_return(env, replay, seed, 1000)}
         (path / "summary.json").write_text(json.dumps(summary))
 
 
@@ -262,6 +268,8 @@ def test_cli_missing_directory_has_no_traceback(tmp_path):
 
 @pytest.mark.slow
 def test_reports_on_a_real_tiny_run(tmp_path):
+    from rlfocal.train import run as train_run  # imported here: the other tests need no training code
+
     register_configs()
     with initialize_config_module("rlfocal.configs", version_base="1.3"):
         cfg = compose("config", overrides=["total_steps=600", "agent.learning_starts=200", "eval_every=200",
@@ -277,3 +285,122 @@ def test_reports_on_a_real_tiny_run(tmp_path):
               if r["eval/return"]]  # fmt: skip
     assert float(row[7]) == pytest.approx(np.mean(scores[-3:]), abs=0.005)
     assert (tmp_path / "report" / "curves_cartpole_v1.png").exists()
+
+
+# ------------------------------------------------------------------------------------- pooling by config (issue 11)
+
+
+def report_on(root: Path, *runs: tuple[str, int, dict[str, object]], loss: str = "huber", finished: bool = True) -> str:
+    """Write runs ``(name, seed, overrides)`` of one CartPole arm under ``root`` and return report.md."""
+    for name, seed, overrides in runs:
+        write_run(root / "runs" / name, "CartPole-v1", "uniform", loss, seed, overrides=overrides, finished=finished)
+    assert main([str(root / "runs"), "--out", str(root / "out"), "--reps", "50"]) == 0
+    return (root / "out" / "report.md").read_text()
+
+
+def test_runs_differing_only_in_seed_and_free_keys_are_pooled(tmp_path, capsys):
+    free = {"resume": True, "device": "cuda", "torch_threads": 4, "progress": False, "checkpoint_every": 100,
+            "logger.kind": "wandb", "hydra.run.dir": "/elsewhere", "run_dir": "/elsewhere"}  # fmt: skip
+    md = report_on(tmp_path, ("a", 0, {}), ("b", 1, free), ("c", 2, {"replay.name": "uniform"}))
+    (row,) = table_rows(section(md, "Final return"))  # replay.kind (older runs) and replay.name pool too
+    assert row[1] == "uniform+huber" and row[3] == "3"
+    interval(row[2])  # a real interval: point [lo, hi]
+    (group,) = table_rows(section(md, "Groups"))
+    assert group[:5] == ["CartPole-v1", "uniform+huber", "3", "0, 1, 2", ""]
+    assert "report: 3 runs in 1 groups" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("overrides", "labels"),
+    [
+        ({"total_steps": 20000}, {"uniform+huber [total_steps=1000]", "uniform+huber [total_steps=20000]"}),
+        ({"env.kwargs": {"size": 12}}, {"uniform+huber [env.kwargs.size=unset]", "uniform+huber [env.kwargs.size=12]"}),
+        ({"agent.hidden": [32]}, {"uniform+huber [agent.hidden=[64,64]]", "uniform+huber [agent.hidden=[32]]"}),
+    ],
+)
+def test_runs_differing_in_a_setting_are_not_pooled_and_get_distinct_labels(tmp_path, overrides, labels):
+    md = report_on(tmp_path, ("a", 0, {}), ("a2", 1, {}), ("b", 1, overrides))
+    rows = table_rows(section(md, "Final return"))
+    assert {r[1] for r in rows} == labels
+    assert sorted(r[3] for r in rows) == ["1", "2"]
+    key = next(iter(labels)).split("[")[1].split("=")[0]
+    assert {r[4].split("=")[0] for r in table_rows(section(md, "Groups"))} == {key}  # the separating key
+    assert {r[9] for r in table_rows(section(md, "Runs"))} == labels
+    with (tmp_path / "out" / "scores.csv").open(newline="") as f:
+        assert {r["group"] for r in csv.DictReader(f)} == labels
+
+
+def test_focal_gamma_runs_are_not_pooled(tmp_path):
+    """loss.gamma is in the focal arm's label already, whether read from summary.json or from config.yaml."""
+    for finished in (True, False):
+        md = report_on(tmp_path / str(finished), ("a", 0, {}), ("b", 1, {"loss.gamma": 0.5}),
+                       loss="focal", finished=finished)  # fmt: skip
+        rows = table_rows(section(md, "Final return"))
+        assert {r[1] for r in rows} == {"uniform+focal(gamma=2,tau=auto)", "uniform+focal(gamma=0.5,tau=auto)"}
+        assert [r[3] for r in rows] == ["1", "1"]
+
+
+def test_same_summary_label_with_other_settings_is_split_by_config(tmp_path):
+    """An arm label that hides a difference (here a loss option in a summary.json from older code) still splits."""
+    report_on(tmp_path, ("a", 0, {}), ("b", 1, {"loss.delta": 2.0}))
+    summary = json.loads((tmp_path / "runs" / "b" / "summary.json").read_text())
+    (tmp_path / "runs" / "b" / "summary.json").write_text(json.dumps({**summary, "arm": "uniform+huber"}))
+    main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--reps", "50"])
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert {r[1] for r in table_rows(section(md, "Final return"))} == {
+        "uniform+huber [loss.delta=unset]", "uniform+huber [loss.delta=2.0]"}  # fmt: skip
+
+
+def test_a_single_run_gets_its_value_and_no_confidence_interval(tmp_path):
+    md = report_on(tmp_path, ("a", 0, {}))
+    (row,) = table_rows(section(md, "Final return"))
+    assert row[2] == f"{final_score('CartPole-v1', 'uniform', 0):.2f} (no CI: n=1)" and row[3] == "1"
+    agg = next(r for r in table_rows(section(md, "Aggregate (normalised)")) if r[0] == "uniform+huber")
+    assert agg[1].endswith("(no CI: n=1 per env)") and agg[2].endswith("(no CI: n=1 per env)")
+    assert "[" not in agg[1] + agg[2]
+
+
+def test_placement_table_and_stdout_list_every_run(tmp_path, capsys):
+    md = report_on(tmp_path, ("s0", 0, {}), ("s1", 1, {}), ("big", 0, {"total_steps": 20000}),
+                   ("lr", 0, {"agent.lr": 1e-3}))  # fmt: skip
+    rows = table_rows(section(md, "Groups"))
+    assert f"Directories relative to `{(tmp_path / 'runs').resolve()}`." in section(md, "Groups")
+    placed = {d.strip("`"): (r[1], r[3]) for r in rows for d in r[5].split(", ")}
+    assert placed == {
+        "s0": ("uniform+huber [agent.lr=0.00025, total_steps=1000]", "0, 1"),
+        "s1": ("uniform+huber [agent.lr=0.00025, total_steps=1000]", "0, 1"),
+        "big": ("uniform+huber [agent.lr=0.00025, total_steps=20000]", "0"),
+        "lr": ("uniform+huber [agent.lr=0.001, total_steps=1000]", "0"),
+    }
+    assert {r[4] for r in rows} == {r[1].split("[")[1].rstrip("]") for r in rows}
+    assert "CartPole-v1: its groups differ in `agent.lr`, `total_steps`" in section(md, "Groups")
+    out = capsys.readouterr().out
+    assert "report: 4 runs in 3 groups" in out
+    assert "  CartPole-v1 | uniform+huber [agent.lr=0.00025, total_steps=1000] | n=2, seeds 0, 1 | s0, s1" in out
+
+
+def test_old_summary_and_metrics_without_newer_fields_still_read(tmp_path):
+    header = [c for c in OLD_HEADER if c not in ("charts/updates", "replay/priority_total", "eval/return_std")]
+    write_run(tmp_path / "old", "CartPole-v1", "per", "huber", 0, header=header)
+    (tmp_path / "old" / "summary.json").write_text(json.dumps({"final_eval_return": 1.0}))  # no arm, env, seed
+    write_run(tmp_path / "new", "CartPole-v1", "per", "huber", 1)
+    with (tmp_path / "new" / "metrics.csv").open("a") as f:
+        f.write("1100,12\n")  # a last line cut short by a kill: no eval cell, no later columns
+    write_run(tmp_path / "bad", "CartPole-v1", "per", "huber", 2)
+    (tmp_path / "bad" / "summary.json").write_text("[]")
+    assert main([str(tmp_path), "--out", str(tmp_path / "out"), "--reps", "50"]) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    runs = table_rows(section(md, "Runs"))
+    assert [(r[1], r[2], r[3], r[4]) for r in runs] == [("per+huber", "0", "1,000", "yes"),
+                                                         ("per+huber", "1", "1,100", "yes")]  # fmt: skip
+    assert table_rows(section(md, "Final return"))[0][3] == "2"
+    assert "summary.json is not a JSON object" in md
+
+
+def test_group_runs_treats_equal_numbers_alike():
+    base = {"env": {"name": "deepsea", "kwargs": {"size": 10}}, "loss": {"name": "focal", "gamma": 2.0}}
+    same = {"env": {"name": "deepsea", "kwargs": {"size": 10.0}}, "loss": {"name": "focal", "gamma": 2}}
+    other = {"env": {"name": "deepsea", "kwargs": {"size": 12}}, "loss": {"name": "focal", "gamma": 2}}
+    groups = group_runs([("deepsea", "arm", comparable(c)) for c in (base, same, other)])
+    assert [g.members for g in groups] == [[0, 1], [2]]
+    assert [g.label for g in groups] == ["arm [env.kwargs.size=10]", "arm [env.kwargs.size=12]"]
