@@ -26,9 +26,13 @@ def make_replay(cfg: Config, obs_shape: tuple[int, ...], obs_dtype, total_update
     """The sampler named by ``cfg.replay`` over storage shaped for the environment (frame dedup for stacks)."""
     frame_stack = obs_shape[0] if len(obs_shape) == 3 and obs_shape[1:] == (84, 84) else 1
     storage = TransitionStorage(
-        cfg.replay.capacity, obs_shape, obs_dtype, n_step=cfg.agent.n_step, gamma=cfg.agent.gamma,
+        cfg.replay.capacity,
+        obs_shape,
+        obs_dtype,
+        n_step=cfg.agent.n_step,
+        gamma=cfg.agent.gamma,
         frame_stack=frame_stack,
-    )  # fmt: skip
+    )
     return ReplayBuffer(storage, cfg.replay.build(storage.capacity, total_updates), cfg.seed)
 
 
@@ -46,9 +50,15 @@ def make_gauge(cfg: Config, buffer: ReplayBuffer) -> Callable[[DQN], dict[str, f
 
     def gauge(agent: DQN) -> dict[str, float]:
         return analogy_gauge(
-            agent, buffer, rng, sample_size=cfg.gauge.sample_size, focal_gamma=gamma, priority=per.priority,
-            beta=per.beta, kappa=kappa,
-        )  # fmt: skip
+            agent,
+            buffer,
+            rng,
+            sample_size=cfg.gauge.sample_size,
+            focal_gamma=gamma,
+            priority=per.priority,
+            beta=per.beta,
+            kappa=kappa,
+        )
 
     return gauge
 
@@ -78,10 +88,18 @@ def make_agent(cfg: Config, obs_shape: tuple[int, ...], num_actions: int, device
     torch.manual_seed(cfg.seed)
     net = make_network(a.network, obs_shape, num_actions, dueling=a.dueling, hidden=tuple(a.hidden))
     return DQN(
-        net, num_actions, cfg.loss.build(), lr=a.lr, adam_eps=a.adam_eps, double=a.double,
-        max_grad_norm=a.max_grad_norm, device=device, seed=cfg.seed, compile=a.compile,
+        net,
+        num_actions,
+        cfg.loss.build(),
+        lr=a.lr,
+        adam_eps=a.adam_eps,
+        double=a.double,
+        max_grad_norm=a.max_grad_norm,
+        device=device,
+        seed=cfg.seed,
+        compile=a.compile,
         amp=a.amp,
-    )  # fmt: skip
+    )
 
 
 def linear_schedule(start: float, end: float, duration: int, t: int) -> float:

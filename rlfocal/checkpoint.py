@@ -24,9 +24,17 @@ import torch
 FORMAT = 2  # 2: weights_only payload (numpy as byte tensors), resolved config, CUDA RNG; 1 pickled numpy
 
 MUTABLE_KEYS: tuple[str, ...] = (
-    "total_steps", "device", "resume", "progress", "checkpoint_every", "eval_every", "save_replay", "torch_threads",
-    "logger.*", "hydra.*",
-)  # fmt: skip
+    "total_steps",
+    "device",
+    "resume",
+    "progress",
+    "checkpoint_every",
+    "eval_every",
+    "save_replay",
+    "torch_threads",
+    "logger.*",
+    "hydra.*",
+)
 """Config keys (``fnmatch`` patterns over dotted keys) a resume may change: budget, logging, hardware, cadence."""
 
 _NUMPY = "__numpy__"  # tag of an encoded numpy array or scalar

@@ -28,8 +28,9 @@ class EnvConfig:
     name: str = param(MISSING, "an id of rlfocal.envs.ENV_NAMES, e.g. CartPole-v1, MinAtar/Breakout-v1")
     kwargs: dict[str, Any] = param(doc="extra make_env arguments (DeepSea size, Cliffwalk n)", factory=dict)
     num_envs: int = param(1, "environments stepped together, each its own n-step stream seeded seed + i", low=1)
-    vector_mode: str = param("serial", "serial (in this process) or async (a subprocess each)",
-                             choices=("serial", "async"))  # fmt: skip
+    vector_mode: str = param(
+        "serial", "serial (in this process) or async (a subprocess each)", choices=("serial", "async")
+    )
 
     def __post_init__(self) -> None:
         check_fields(self, "env")
@@ -84,8 +85,9 @@ class LoggerConfig:
 class GaugeConfig:
     every: int = param(1000, "gradient steps between analogy-gauge readings (0: off)", unit="updates", low=0)
     sample_size: int = param(1024, "stored transitions in the gauge's uniform probe", unit="transitions", low=2)
-    focal_gamma: float | None = param(None, "focal γ compared with PER (null: the run's, else α/2)", low=0.0,
-                                      nullable=True)  # fmt: skip
+    focal_gamma: float | None = param(
+        None, "focal γ compared with PER (null: the run's, else α/2)", low=0.0, nullable=True
+    )
 
     def __post_init__(self) -> None:
         check_fields(self, "gauge")
@@ -102,8 +104,11 @@ class Config:
     seed: int = param(0, "seeds env, network init, exploration and replay")
     total_steps: int = param(50_000, "length of the run", unit="env steps", low=1)
     device: str = param("auto", "auto (cuda when available), cpu, cuda or cuda:N")
-    resume: Any = param(False, "continue from the run directory's checkpoint: true (it must exist), auto (if any)",
-                        choices=(False, True, "auto"))  # fmt: skip
+    resume: Any = param(
+        False,
+        "continue from the run directory's checkpoint: true (it must exist), auto (if any)",
+        choices=(False, True, "auto"),
+    )
     eval_every: int = param(5_000, "steps between greedy evaluations (0: off)", unit="env steps", low=0)
     eval_episodes: int = param(10, "episodes per evaluation", unit="episodes", low=1)
     eval_epsilon: float = param(0.0, "ε of the evaluation policy", low=0.0, high=1.0)

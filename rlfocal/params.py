@@ -32,8 +32,9 @@ def param(
     """A dataclass field with its one-line meaning, unit and allowed range (``low``/``high`` inclusive unless
     ``strict``; ``choices`` for enumerations; ``nullable`` lets ``None`` through)."""
     integer = isinstance(default, int) and not isinstance(default, bool)
-    meta = dict(doc=doc, unit=unit, low=low, high=high, strict=strict, choices=choices, nullable=nullable,
-                integer=integer)  # fmt: skip
+    meta = dict(
+        doc=doc, unit=unit, low=low, high=high, strict=strict, choices=choices, nullable=nullable, integer=integer
+    )
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

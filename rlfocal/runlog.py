@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from rlfocal.extras import require_extra
 from rlfocal.metrics import COLUMNS, check_row
 
 
@@ -62,7 +63,7 @@ class WandbLog:
         if os.environ["WANDB_MODE"] == "online" and not wandb_reachable():
             print(f"wandb: {wandb_host()} is unreachable; logging offline instead (wandb sync uploads it later)")
             os.environ["WANDB_MODE"] = "offline"
-        import wandb
+        wandb = require_extra("wandb", "wandb", "logger=wandb")
 
         self.run = wandb.init(
             project=project,

@@ -28,15 +28,21 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import ReplayBuffer
-from stable_baselines3.common.save_util import open_path
-from stable_baselines3.common.type_aliases import ReplayBufferSamples
-from stable_baselines3.common.vec_env import VecNormalize
-from stable_baselines3.dqn import DQN as SB3DQN
 
 from rlfocal.checkpoint import CheckpointError, load_plain, save_plain
+from rlfocal.extras import require_extra
 from rlfocal.losses import TD_LOSS_CONFIGS, td_loss_config
 from rlfocal.replay.samplers import PrioritizedSampler, check_finite
+
+try:
+    from stable_baselines3.common.buffers import ReplayBuffer
+    from stable_baselines3.common.save_util import open_path
+    from stable_baselines3.common.type_aliases import ReplayBufferSamples
+    from stable_baselines3.common.vec_env import VecNormalize
+    from stable_baselines3.dqn import DQN as SB3DQN
+except ModuleNotFoundError:
+    require_extra("stable_baselines3", "sb3", "rlfocal.sb3")  # one line naming the extra when SB3 is missing
+    raise
 
 __all__ = ["DQN", "PrioritizedReplayBuffer", "PrioritizedReplayBufferSamples", "TD_LOSS_NAMES"]
 
@@ -103,9 +109,14 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         if n_steps > 1 and optimize_memory_usage:
             raise ValueError("n_steps > 1 does not support optimize_memory_usage=True (as SB3's NStepReplayBuffer)")
         super().__init__(
-            buffer_size, observation_space, action_space, device, n_envs, optimize_memory_usage,
+            buffer_size,
+            observation_space,
+            action_space,
+            device,
+            n_envs,
+            optimize_memory_usage,
             handle_timeout_termination,
-        )  # fmt: skip
+        )
         self.n_steps = int(n_steps)
         self.gamma = float(gamma)
         self.prioritized = bool(prioritized)
@@ -172,14 +183,19 @@ class PrioritizedReplayBuffer(ReplayBuffer):
                 next_obs = self.observations[(rows + 1) % self.buffer_size, env_indices, :]
             else:
                 next_obs = self.next_observations[rows, env_indices, :]
-            data = ReplayBufferSamples(*map(self.to_torch, (
-                self._normalize_obs(self.observations[rows, env_indices, :], env),
-                self.actions[rows, env_indices, :],
-                self._normalize_obs(next_obs, env),
-                # only dones that are not time-limit truncations end the bootstrap
-                (self.dones[rows, env_indices] * (1 - self.timeouts[rows, env_indices])).reshape(-1, 1),
-                self._normalize_reward(self.rewards[rows, env_indices].reshape(-1, 1), env),
-            )))  # fmt: skip
+            data = ReplayBufferSamples(
+                *map(
+                    self.to_torch,
+                    (
+                        self._normalize_obs(self.observations[rows, env_indices, :], env),
+                        self.actions[rows, env_indices, :],
+                        self._normalize_obs(next_obs, env),
+                        # only dones that are not time-limit truncations end the bootstrap
+                        (self.dones[rows, env_indices] * (1 - self.timeouts[rows, env_indices])).reshape(-1, 1),
+                        self._normalize_reward(self.rewards[rows, env_indices].reshape(-1, 1), env),
+                    ),
+                )
+            )
         return PrioritizedReplayBufferSamples(*data, weights=self.to_torch(weights), indices=slots)
 
     def _n_step_data(self, rows: np.ndarray, env_indices: np.ndarray, env) -> ReplayBufferSamples:

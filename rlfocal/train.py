@@ -38,10 +38,12 @@ from rlfocal.builders import (
 from rlfocal.checkpoint import CheckpointError, load_checkpoint, previous_path, save_checkpoint
 from rlfocal.cli import preflight
 from rlfocal.config import Config, ConfigError, register_configs, validate
-from rlfocal.envs import make_env
+from rlfocal.envs import EnvArgumentError, check_env, make_env
 from rlfocal.envs.vector import make_vec_env
+from rlfocal.extras import MissingExtra, require_extra
 from rlfocal.metrics import prefixed
 from rlfocal.replay import ReplayBuffer
+from rlfocal.replay.deferred import DeferredPriorities
 from rlfocal.rundir import RunDirLock, RunDirLocked
 
 
@@ -95,6 +97,7 @@ class Run:
     arm: str
     device: torch.device
     config_dict: dict
+    deferred: DeferredPriorities | None = None  # priority write-back one update late (replay.deferred)
     stop: StopFlag | None = None
     t_start: float = 0.0  # perf_counter when this part of the run began
     wall_base: float = 0.0  # wall time of the run's earlier parts
@@ -178,10 +181,22 @@ def learn_step(r: Run):
     r.counters.updates += 1
     if r.cfg.replay.prioritized:
         try:
-            r.buffer.update_priorities(batch.indices, out.td_errors)
+            if r.deferred is not None:
+                r.deferred.push(batch.indices, out.td_errors)
+            else:
+                r.buffer.update_priorities(batch.indices, out.td_errors)
         except ValueError as err:
             raise NonFiniteLoss(str(err)) from None
     return out, batch.weights
+
+
+def flush_priorities(r: Run) -> None:
+    """Apply a deferred write-back before anything reads or saves the priorities."""
+    if r.deferred is not None:
+        try:
+            r.deferred.flush()
+        except ValueError as err:
+            raise NonFiniteLoss(str(err)) from None
 
 
 def metrics_row(r: Run, step: int, epsilon: float, window: LogWindow, last) -> dict[str, float]:
@@ -198,6 +213,7 @@ def metrics_row(r: Run, step: int, epsilon: float, window: LogWindow, last) -> d
         row["replay/is_weight_min"] = float(weights.min())
     row |= prefixed("replay", r.buffer.stats())
     if r.cfg.gauge.every and c.updates - c.gauge_updates >= r.cfg.gauge.every:
+        flush_priorities(r)
         row |= prefixed("gauge", r.gauge(r.agent))
         c.gauge_updates = c.updates
     return row
@@ -206,6 +222,7 @@ def metrics_row(r: Run, step: int, epsilon: float, window: LogWindow, last) -> d
 def checkpoint(r: Run) -> None:
     if bool(r.agent.nonfinite):  # one host sync, only when logging or checkpointing
         raise NonFiniteLoss("loss became NaN/inf")
+    flush_priorities(r)
     r.counters.logger = r.log.state
     r.counters.wall_time_s = r.wall_base + time.perf_counter() - r.t_start
     buffer = r.buffer if r.cfg.save_replay else None
@@ -285,7 +302,11 @@ def build_run(cfg: Config, run_dir: Path, config_dict: dict) -> Run:
     log = runlog.RunLogger(run_dir, cfg, arm, config_dict, resume_step, counters.logger)
     eval_rng = np.random.default_rng(cfg.seed + 10_000)  # evaluation observes; it never draws from training's RNG
     gauge = make_gauge(cfg, buffer)
-    return Run(cfg, run_dir, envs, eval_env, eval_rng, buffer, agent, gauge, log, counters, arm, device, config_dict)
+    r = Run(cfg, run_dir, envs, eval_env, eval_rng, buffer, agent, gauge, log, counters, arm, device, config_dict)
+    deferred = cfg.replay.deferred is True or (cfg.replay.deferred == "auto" and device.type == "cuda")
+    if cfg.replay.prioritized and deferred:
+        r.deferred = DeferredPriorities(buffer)
+    return r
 
 
 def warn_if_too_short(cfg: Config) -> None:
@@ -324,8 +345,10 @@ def run(cfg: Config, run_dir: Path, config_dict: dict, command: str = "python -m
             checkpoint(r)
             r.log.close()
             name = signal.Signals(r.stop.signum).name
-            print(f"\n{name} at step {r.counters.global_step:,}: checkpoint written to {r.ckpt_path}; continue with\n"
-                  f"  {command} resume=true hydra.run.dir={run_dir}")  # fmt: skip
+            print(
+                f"\n{name} at step {r.counters.global_step:,}: checkpoint written to {r.ckpt_path}; continue with\n"
+                f"  {command} resume=true hydra.run.dir={run_dir}"
+            )
             raise SystemExit(128 + r.stop.signum)
         return finish(r)
 
@@ -338,9 +361,16 @@ def finish(r: Run) -> dict:
     r.eval_env.close()
     metrics = r.run_dir / "metrics.csv"
     runlog.plot_curve(metrics, r.run_dir / "curve.png", f"{cfg.env.name}: {r.arm}, seed {cfg.seed}")
-    extra = {"arm": r.arm, "env": cfg.env.name, "seed": cfg.seed, "updates": c.updates,
-             "sps": c.global_step / max(c.wall_time_s, 1e-9), "wall_time_s": c.wall_time_s,
-             "eval_episodes": cfg.eval_episodes, "run_dir": str(r.run_dir)}  # fmt: skip
+    extra = {
+        "arm": r.arm,
+        "env": cfg.env.name,
+        "seed": cfg.seed,
+        "updates": c.updates,
+        "sps": c.global_step / max(c.wall_time_s, 1e-9),
+        "wall_time_s": c.wall_time_s,
+        "eval_episodes": cfg.eval_episodes,
+        "run_dir": str(r.run_dir),
+    }
     summary = runlog.summarize(metrics, extra)
     runlog.write_json(r.run_dir / "summary.json", summary)
     runlog.print_summary(summary)
@@ -355,7 +385,8 @@ def main(cfg: DictConfig) -> float:
     try:
         config = validate(cfg)
         resolve_device(config.device)
-    except ConfigError as err:
+        check_env(config.env.name, config.env.kwargs)
+    except (ConfigError, EnvArgumentError) as err:
         print(f"config error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     hydra_cfg = HydraConfig.get()
@@ -364,7 +395,7 @@ def main(cfg: DictConfig) -> float:
     command = " ".join(["python -m rlfocal.train", *overrides])
     try:
         summary = run(config, run_dir, OmegaConf.to_container(cfg, resolve=True), command)
-    except (CheckpointError, RunDirLocked) as err:
+    except (CheckpointError, RunDirLocked, MissingExtra) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     except NonFiniteLoss:
@@ -376,4 +407,9 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     preflight(sys.argv[1:])
+    if any("launcher=joblib" in a or "experiment=analogy" in a for a in sys.argv[1:]):
+        try:
+            require_extra("hydra_plugins.hydra_joblib_launcher", "sweep", "a joblib sweep")
+        except MissingExtra as err:
+            raise SystemExit(f"config error: {err}") from None
     main()

@@ -68,7 +68,6 @@ def _batch(rng: np.random.Generator, n: int = 16) -> Batch:
         actions=rng.integers(0, 2, n),
         rewards=rng.normal(size=n).astype(np.float32),
         next_obs=rng.normal(size=(n, 4)).astype(np.float32),
-        dones=np.zeros(n, bool),
         discounts=np.where(rng.random(n) < 0.2, 0.0, 0.99).astype(np.float32),
         indices=np.arange(n),
         weights=rng.uniform(0.2, 1.0, n).astype(np.float32),

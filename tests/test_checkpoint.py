@@ -24,8 +24,13 @@ from rlfocal.checkpoint import (
 )
 from rlfocal.replay import PrioritizedReplay
 
-CONFIG = {"seed": 0, "total_steps": 1000, "env": {"name": "CartPole-v1", "kwargs": {}},
-          "replay": {"kind": "per", "alpha": 0.6}, "logger": {"kind": "csv", "log_every": 50}}  # fmt: skip
+CONFIG = {
+    "seed": 0,
+    "total_steps": 1000,
+    "env": {"name": "CartPole-v1", "kwargs": {}},
+    "replay": {"kind": "per", "alpha": 0.6},
+    "logger": {"kind": "csv", "log_every": 50},
+}
 
 
 def make(seed: int = 0) -> tuple[DQN, PrioritizedReplay]:
@@ -39,8 +44,14 @@ def trained(seed: int = 0) -> tuple[DQN, PrioritizedReplay]:
     agent, buffer = make(seed)
     rng = np.random.default_rng(seed)
     for t in range(40):
-        buffer.add(rng.normal(size=4).astype(np.float32), np.int64(t % 2), np.float32(1.0),
-                   rng.normal(size=4).astype(np.float32), t % 17 == 16, False)  # fmt: skip
+        buffer.add(
+            rng.normal(size=4).astype(np.float32),
+            np.int64(t % 2),
+            np.float32(1.0),
+            rng.normal(size=4).astype(np.float32),
+            t % 17 == 16,
+            False,
+        )
     batch = buffer.sample(8)
     buffer.update_priorities(batch.indices, agent.learn(batch.to_torch(agent.device)).td_errors.numpy())
     return agent, buffer
@@ -197,14 +208,29 @@ def test_resume_with_another_config_is_refused_before_anything_changes(tmp_path)
 
 
 def test_config_differences_flattens_and_ignores_mutable_keys():
-    saved = {"seed": 0, "total_steps": 10, "agent": {"lr": 1e-3, "hidden": [64, 64]}, "logger": {"kind": "csv"},
-             "env": {"kwargs": {}}}  # fmt: skip
-    new = {"seed": 0, "total_steps": 99, "agent": {"lr": 1e-3, "hidden": [64]}, "logger": {"kind": "wandb"},
-           "env": {"kwargs": {"size": 4}}, "device": "cuda"}  # fmt: skip
+    saved = {
+        "seed": 0,
+        "total_steps": 10,
+        "agent": {"lr": 1e-3, "hidden": [64, 64]},
+        "logger": {"kind": "csv"},
+        "env": {"kwargs": {}},
+    }
+    new = {
+        "seed": 0,
+        "total_steps": 99,
+        "agent": {"lr": 1e-3, "hidden": [64]},
+        "logger": {"kind": "wandb"},
+        "env": {"kwargs": {"size": 4}},
+        "device": "cuda",
+    }
     assert config_differences(saved, new) == ["agent.hidden", "env.kwargs.size"]
     assert config_differences(saved, new, mutable=()) == [
-        "agent.hidden", "device", "env.kwargs.size", "logger.kind", "total_steps",
-    ]  # fmt: skip
+        "agent.hidden",
+        "device",
+        "env.kwargs.size",
+        "logger.kind",
+        "total_steps",
+    ]
     assert config_differences(saved, new, mutable=iter(["agent.*", "env.*"])) == [
         "device",
         "logger.kind",
@@ -226,10 +252,16 @@ def test_check_resume_config_lists_old_and_new_values_in_one_line():
 
 def test_plain_codec_round_trips_numpy_without_unsafe_globals(tmp_path):
     value = {
-        "f64": np.linspace(0, 1, 7), "u8": np.arange(12, dtype=np.uint8).reshape(3, 4), "b": np.array([True, False]),
-        "f16": np.ones((2, 0, 3), np.float16), "strided": np.arange(10.0)[::3],
-        "scalars": (np.float32(1.5), np.int64(-3)), "big": 2**80, "none": None, "text": ["a", 1, 2.5],
-    }  # fmt: skip
+        "f64": np.linspace(0, 1, 7),
+        "u8": np.arange(12, dtype=np.uint8).reshape(3, 4),
+        "b": np.array([True, False]),
+        "f16": np.ones((2, 0, 3), np.float16),
+        "strided": np.arange(10.0)[::3],
+        "scalars": (np.float32(1.5), np.int64(-3)),
+        "big": 2**80,
+        "none": None,
+        "text": ["a", 1, 2.5],
+    }
     torch.save(to_plain(value), tmp_path / "x.pt")
     assert torch.serialization.get_unsafe_globals_in_checkpoint(tmp_path / "x.pt") == []
     with warnings.catch_warnings():

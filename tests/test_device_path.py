@@ -22,7 +22,7 @@ import torch
 from rlfocal.replay import PrioritizedReplay, ReplayBuffer, UniformReplay
 from rlfocal.replay.deferred import DeferredPriorities
 
-FIELDS = ("obs", "actions", "rewards", "next_obs", "dones", "discounts", "indices", "weights")
+FIELDS = ("obs", "actions", "rewards", "next_obs", "discounts", "indices", "weights")
 
 
 class FakeCudaTensor(torch.Tensor):

@@ -42,8 +42,14 @@ def _filled(buffer_cls, n: int = 64, **kwargs):
     buf = buffer_cls(256, (4,), seed=0, **kwargs)
     rng = np.random.default_rng(1)
     for _ in range(n):
-        buf.add(rng.normal(size=4).astype(np.float32), int(rng.integers(2)), float(rng.normal()),
-                rng.normal(size=4).astype(np.float32), bool(rng.random() < 0.1), False)  # fmt: skip
+        buf.add(
+            rng.normal(size=4).astype(np.float32),
+            int(rng.integers(2)),
+            float(rng.normal()),
+            rng.normal(size=4).astype(np.float32),
+            bool(rng.random() < 0.1),
+            False,
+        )
     return agent, buf
 
 
@@ -63,8 +69,9 @@ def test_gradient_cosines_match_per_sample_reference():
     agent, buf = _filled(UniformReplay)
     gamma, alpha, beta, eps = 1.5, 0.6, 0.4, 1e-6
     per = PrioritizedSampler(1, alpha=alpha, beta=beta, eps=eps)
-    out = analogy_gauge(agent, buf, np.random.default_rng(7), sample_size=32, focal_gamma=gamma, priority=per.priority,
-                        beta=beta)  # fmt: skip
+    out = analogy_gauge(
+        agent, buf, np.random.default_rng(7), sample_size=32, focal_gamma=gamma, priority=per.priority, beta=beta
+    )
     batch = buf.peek(32, np.random.default_rng(7)).to_torch()  # the same probe: same RNG seed
     td, jac = _per_sample_grads(agent, batch)
     # dℓ/dδ for each loss, by autograd on a float64 copy of δ
@@ -93,8 +100,9 @@ def test_gradient_cosines_match_per_sample_reference():
 def test_gamma_zero_is_huber_and_has_no_shift():
     agent, buf = _filled(UniformReplay)
     uniform = PrioritizedSampler(1, alpha=0.0, beta=0.0)
-    out = analogy_gauge(agent, buf, np.random.default_rng(0), sample_size=64, focal_gamma=0.0, beta=0.0,
-                        priority=uniform.priority)  # fmt: skip
+    out = analogy_gauge(
+        agent, buf, np.random.default_rng(0), sample_size=64, focal_gamma=0.0, beta=0.0, priority=uniform.priority
+    )
     assert out["grad_cosine"] == pytest.approx(1.0, abs=1e-6)  # α = 0, β = 0: PER is uniform; γ = 0: focal is Huber
     assert math.isnan(out["shift_cosine"])
 

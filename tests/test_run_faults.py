@@ -29,8 +29,9 @@ CLI = [sys.executable, "-m", "rlfocal.train"]
 
 
 def cli(run_dir: Path, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *TINY, f"hydra.run.dir={run_dir}", *overrides], capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [*CLI, *TINY, f"hydra.run.dir={run_dir}", *overrides], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_a_second_run_in_a_locked_directory_fails_at_once_naming_the_holder(tmp_path):

@@ -25,10 +25,15 @@ def test_second_acquirer_fails_at_once_naming_the_holder(tmp_path):
 
 def test_lock_is_released_when_the_holder_is_killed(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from rlfocal.rundir import RunDirLock; "
-         f"RunDirLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from rlfocal.rundir import RunDirLock; "
+            f"RunDirLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RunDirLocked, match=f"pid {holder.pid} "):

@@ -149,5 +149,5 @@ def test_sample_torch_on_cuda_matches_numpy_sample():
         ref = a.sample(8)
         got = b.sample_torch(8, "cuda")
         assert got.obs.is_cuda and got.weights.is_cuda and not got.indices.is_cuda  # indices stay on the host
-        for name in ("obs", "actions", "rewards", "next_obs", "dones", "discounts", "indices", "weights"):
+        for name in ("obs", "actions", "rewards", "next_obs", "discounts", "indices", "weights"):
             np.testing.assert_array_equal(getattr(got, name).cpu().numpy(), getattr(ref, name))

@@ -21,8 +21,9 @@ from stable_baselines3.common.env_util import make_vec_env
 from rlfocal.checkpoint import CheckpointError
 from rlfocal.sb3 import DQN, TD_LOSS_NAMES, PrioritizedReplayBuffer
 
-TINY = dict(learning_starts=64, batch_size=16, train_freq=1, target_update_interval=50,
-            policy_kwargs=dict(net_arch=[16, 16]))  # fmt: skip
+TINY = dict(
+    learning_starts=64, batch_size=16, train_freq=1, target_update_interval=50, policy_kwargs=dict(net_arch=[16, 16])
+)
 
 
 @pytest.fixture(autouse=True)
@@ -60,8 +61,9 @@ def add_row(buf: PrioritizedReplayBuffer, t: int, reward=1.0, done=False, trunca
     obs = np.stack([np.full(buf.n_envs, t, np.float32), e], axis=1)
     nxt = np.stack([np.full(buf.n_envs, t + 1, np.float32), e], axis=1)
     infos = [{"TimeLimit.truncated": bool(tr)} for tr in np.broadcast_to(truncated, buf.n_envs)]
-    buf.add(obs, nxt, np.zeros(buf.n_envs), np.broadcast_to(reward, buf.n_envs), np.broadcast_to(done, buf.n_envs),
-            infos)  # fmt: skip
+    buf.add(
+        obs, nxt, np.zeros(buf.n_envs), np.broadcast_to(reward, buf.n_envs), np.broadcast_to(done, buf.n_envs), infos
+    )
 
 
 # ---------------------------------------------------------------------------------------------- smoke
@@ -202,8 +204,15 @@ def test_optimize_memory_usage_never_samples_the_overwritten_row():
     [("focal", {"gamma": 2.0, "tau": "auto"}), ("mirror", {"alpha": 0.6}), ("pal", {}), ("mse", {})],
 )
 def test_losses_train_and_write_back_priorities(td_loss, td_loss_kwargs):
-    model = DQN("MlpPolicy", "CartPole-v1", td_loss=td_loss, td_loss_kwargs=td_loss_kwargs, seed=1,
-                replay_buffer_class=PrioritizedReplayBuffer, **TINY)  # fmt: skip
+    model = DQN(
+        "MlpPolicy",
+        "CartPole-v1",
+        td_loss=td_loss,
+        td_loss_kwargs=td_loss_kwargs,
+        seed=1,
+        replay_buffer_class=PrioritizedReplayBuffer,
+        **TINY,
+    )
     before = [p.detach().clone() for p in model.policy.q_net.parameters()]
     model.learn(200)
     buf = model.replay_buffer
@@ -214,15 +223,24 @@ def test_losses_train_and_write_back_priorities(td_loss, td_loss_kwargs):
     assert any(not torch.equal(a, b) for a, b in zip(before, model.policy.q_net.parameters(), strict=True))
 
 
-@pytest.mark.parametrize(("td_loss", "fn"), [("huber", lambda td: torch.nn.functional.huber_loss(td, 0 * td,
-                                               reduction="none")), ("focal", None)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("td_loss", "fn"),
+    [("huber", lambda td: torch.nn.functional.huber_loss(td, 0 * td, reduction="none")), ("focal", None)],
+)
 def test_train_loss_is_the_is_weighted_mean_of_the_td_loss(td_loss, fn):
     """One train() step by hand: mean_i w_i · ℓ(δ_i) with SB3's target, and |δ_i| (+ε)^α written to the tree."""
     from rlfocal.losses import focal_td
 
     fn = fn or (lambda td: focal_td(td, gamma=2.0, tau=0.5))
-    model = DQN("MlpPolicy", "CartPole-v1", replay_buffer_class=PrioritizedReplayBuffer, td_loss=td_loss, seed=2,
-                td_loss_kwargs={"gamma": 2.0, "tau": 0.5} if td_loss == "focal" else {}, **TINY)  # fmt: skip
+    model = DQN(
+        "MlpPolicy",
+        "CartPole-v1",
+        replay_buffer_class=PrioritizedReplayBuffer,
+        td_loss=td_loss,
+        seed=2,
+        td_loss_kwargs={"gamma": 2.0, "tau": 0.5} if td_loss == "focal" else {},
+        **TINY,
+    )
     model.learn(150)
     buf, drawn = model.replay_buffer, []
     sample = buf.sample
@@ -243,8 +261,15 @@ def test_vectorised_envs_multiple_gradient_steps_and_beta_annealing():
     """n_envs=2: both env columns are stored and drawn; each of gradient_steps=3 gets its own batch and write-back;
     β reaches beta_final at the end of the run and the SB3 logger carries replay/* for any logger callback."""
     env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
-    model = DQN("MlpPolicy", env, replay_buffer_class=PrioritizedReplayBuffer, gradient_steps=3, seed=0,
-                replay_buffer_kwargs=dict(beta=0.4, beta_final=1.0), **dict(TINY, train_freq=2))  # fmt: skip
+    model = DQN(
+        "MlpPolicy",
+        env,
+        replay_buffer_class=PrioritizedReplayBuffer,
+        gradient_steps=3,
+        seed=0,
+        replay_buffer_kwargs=dict(beta=0.4, beta_final=1.0),
+        **dict(TINY, train_freq=2),
+    )
     model.learn(400)
     buf = model.replay_buffer
     assert buf.n_envs == 2 and buf.pos == 200
@@ -256,8 +281,16 @@ def test_vectorised_envs_multiple_gradient_steps_and_beta_annealing():
 
 
 def test_beta_is_fixed_without_annealing_and_n_steps_is_handed_to_the_buffer():
-    model = DQN("MlpPolicy", "CartPole-v1", replay_buffer_class=PrioritizedReplayBuffer, n_steps=3, gamma=0.9,
-                replay_buffer_kwargs=dict(anneal_beta=False, beta=0.5), seed=0, **TINY)  # fmt: skip
+    model = DQN(
+        "MlpPolicy",
+        "CartPole-v1",
+        replay_buffer_class=PrioritizedReplayBuffer,
+        n_steps=3,
+        gamma=0.9,
+        replay_buffer_kwargs=dict(anneal_beta=False, beta=0.5),
+        seed=0,
+        **TINY,
+    )
     model.learn(150)
     assert model.replay_buffer.beta == 0.5
     assert (model.replay_buffer.n_steps, model.replay_buffer.gamma) == (3, 0.9)
@@ -282,8 +315,15 @@ def test_progress_bar(monkeypatch):
 
 
 def test_save_load_model_and_replay_buffer_round_trip(tmp_path):
-    model = DQN("MlpPolicy", "CartPole-v1", replay_buffer_class=PrioritizedReplayBuffer, td_loss="focal",
-                td_loss_kwargs={"gamma": 1.0}, seed=0, **TINY)  # fmt: skip
+    model = DQN(
+        "MlpPolicy",
+        "CartPole-v1",
+        replay_buffer_class=PrioritizedReplayBuffer,
+        td_loss="focal",
+        td_loss_kwargs={"gamma": 1.0},
+        seed=0,
+        **TINY,
+    )
     model.learn(200)
     model.save(tmp_path / "model")
     model.save_replay_buffer(tmp_path / "buffer")

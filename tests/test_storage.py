@@ -45,8 +45,9 @@ class Step:
 
     def add_to(self, target) -> tuple:
         """Add this step to a storage or buffer with ``add``; returns whatever ``add`` returns."""
-        return target.add(self.obs, self.action, self.reward, self.next_obs, self.terminated, self.truncated,
-                          self.env_id)  # fmt: skip
+        return target.add(
+            self.obs, self.action, self.reward, self.next_obs, self.terminated, self.truncated, self.env_id
+        )
 
 
 def add_batch(target, steps: list[Step], with_env_ids: bool = True) -> None:
@@ -110,9 +111,17 @@ def make_stream(src: FrameSource, env_id: int, k: int, rounds: int, rng) -> tupl
             ids += [src.fresh() for _ in range(length)]
             for t in range(length):
                 last = t == length - 1
-                steps.append(Step(env_id, stack(ids[t : t + k]), int(rng.integers(6)), float(rng.integers(-3, 4)),
-                                  stack(ids[t + 1 : t + k + 1]), last and end == "terminated",
-                                  last and end == "truncated"))  # fmt: skip
+                steps.append(
+                    Step(
+                        env_id,
+                        stack(ids[t : t + k]),
+                        int(rng.integers(6)),
+                        float(rng.integers(-3, 4)),
+                        stack(ids[t + 1 : t + k + 1]),
+                        last and end == "terminated",
+                        last and end == "truncated",
+                    )
+                )
     return steps, frames
 
 
@@ -181,7 +190,7 @@ def assert_window_is(storage: TransitionStorage, expected: list[Ref]) -> None:
     np.testing.assert_array_equal(got["actions"], [r.action for r in expected])
     np.testing.assert_array_equal(got["rewards"], np.array([r.reward for r in expected], dtype=np.float32))
     np.testing.assert_array_equal(got["discounts"], np.array([r.discount for r in expected], dtype=np.float32))
-    np.testing.assert_array_equal(got["dones"], [r.done for r in expected])
+    np.testing.assert_array_equal(storage.terminated[window_slots(storage)], [r.done for r in expected])
 
 
 def stored_multiset(storage: TransitionStorage) -> Counter:
@@ -190,7 +199,13 @@ def stored_multiset(storage: TransitionStorage) -> Counter:
     return Counter(
         (tuple(frame_ids(o).tolist()), int(a), float(r), tuple(frame_ids(no).tolist()), float(d), bool(done))
         for o, a, r, no, d, done in zip(
-            got["obs"], got["actions"], got["rewards"], got["next_obs"], got["discounts"], got["dones"], strict=True
+            got["obs"],
+            got["actions"],
+            got["rewards"],
+            got["next_obs"],
+            got["discounts"],
+            storage.terminated[window_slots(storage)],
+            strict=True,
         )
     )
 
@@ -221,7 +236,7 @@ def without_idle_streams(state: dict) -> dict:
 
 
 def assert_batches_equal(a, b) -> None:
-    for name in ("obs", "actions", "rewards", "next_obs", "dones", "discounts", "indices", "weights"):
+    for name in ("obs", "actions", "rewards", "next_obs", "discounts", "indices", "weights"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
@@ -243,50 +258,105 @@ def stored_rows(storage: TransitionStorage) -> list[tuple]:
     return [
         (int(o[0]), int(a), float(r), int(no[0]), float(d), bool(done))
         for o, a, r, no, d, done in zip(
-            got["obs"], got["actions"], got["rewards"], got["next_obs"], got["discounts"], got["dones"], strict=True
+            got["obs"],
+            got["actions"],
+            got["rewards"],
+            got["next_obs"],
+            got["discounts"],
+            storage.terminated[window_slots(storage)],
+            strict=True,
         )
     ]
 
 
 # gamma = 0.5. Rows: (obs, action, R, next_obs, discount, done). E.g. n=3, t=0: R = 1 + 0.5*2 + 0.25*3 = 2.75.
 HAND_COMPUTED = [
-    pytest.param(3, (1, 2, 3, 4, 5), "terminated", [0, 0, 1, 2, 5], [
-        (0, 0, 2.75, 3, 0.125, False),
-        (1, 1, 4.5, 4, 0.125, False),
-        (2, 2, 6.25, 5, 0.0, True),  # a full window that reaches the terminal step: no bootstrap
-        (3, 3, 6.5, 5, 0.0, True),
-        (4, 4, 5.0, 5, 0.0, True),
-    ], id="n3-terminated"),
-    pytest.param(3, (1, 2, 3, 4, 5), "truncated", [0, 0, 1, 2, 5], [
-        (0, 0, 2.75, 3, 0.125, False),
-        (1, 1, 4.5, 4, 0.125, False),
-        (2, 2, 6.25, 5, 0.125, False),
-        (3, 3, 6.5, 5, 0.25, False),  # truncated tails bootstrap with gamma^m
-        (4, 4, 5.0, 5, 0.5, False),
-    ], id="n3-truncated"),
-    pytest.param(3, (1, 2, 3, 4), "open", [0, 0, 1, 2], [
-        (0, 0, 2.75, 3, 0.125, False),
-        (1, 1, 4.5, 4, 0.125, False),
-    ], id="n3-still-running"),
-    pytest.param(3, (1, 2), "terminated", [0, 2], [
-        (0, 0, 2.0, 2, 0.0, True),
-        (1, 1, 2.0, 2, 0.0, True),
-    ], id="n3-shorter-than-n-terminated"),
-    pytest.param(3, (1, 2), "truncated", [0, 2], [
-        (0, 0, 2.0, 2, 0.25, False),
-        (1, 1, 2.0, 2, 0.5, False),
-    ], id="n3-shorter-than-n-truncated"),
-    pytest.param(1, (1, 2, 3), "terminated", [1, 2, 3], [
-        (0, 0, 1.0, 1, 0.5, False),
-        (1, 1, 2.0, 2, 0.5, False),
-        (2, 2, 3.0, 3, 0.0, True),
-    ], id="n1-terminated"),
-    pytest.param(1, (1, 2, 3), "truncated", [1, 2, 3], [
-        (0, 0, 1.0, 1, 0.5, False),
-        (1, 1, 2.0, 2, 0.5, False),
-        (2, 2, 3.0, 3, 0.5, False),
-    ], id="n1-truncated"),
-]  # fmt: skip
+    pytest.param(
+        3,
+        (1, 2, 3, 4, 5),
+        "terminated",
+        [0, 0, 1, 2, 5],
+        [
+            (0, 0, 2.75, 3, 0.125, False),
+            (1, 1, 4.5, 4, 0.125, False),
+            (2, 2, 6.25, 5, 0.0, True),  # a full window that reaches the terminal step: no bootstrap
+            (3, 3, 6.5, 5, 0.0, True),
+            (4, 4, 5.0, 5, 0.0, True),
+        ],
+        id="n3-terminated",
+    ),
+    pytest.param(
+        3,
+        (1, 2, 3, 4, 5),
+        "truncated",
+        [0, 0, 1, 2, 5],
+        [
+            (0, 0, 2.75, 3, 0.125, False),
+            (1, 1, 4.5, 4, 0.125, False),
+            (2, 2, 6.25, 5, 0.125, False),
+            (3, 3, 6.5, 5, 0.25, False),  # truncated tails bootstrap with gamma^m
+            (4, 4, 5.0, 5, 0.5, False),
+        ],
+        id="n3-truncated",
+    ),
+    pytest.param(
+        3,
+        (1, 2, 3, 4),
+        "open",
+        [0, 0, 1, 2],
+        [
+            (0, 0, 2.75, 3, 0.125, False),
+            (1, 1, 4.5, 4, 0.125, False),
+        ],
+        id="n3-still-running",
+    ),
+    pytest.param(
+        3,
+        (1, 2),
+        "terminated",
+        [0, 2],
+        [
+            (0, 0, 2.0, 2, 0.0, True),
+            (1, 1, 2.0, 2, 0.0, True),
+        ],
+        id="n3-shorter-than-n-terminated",
+    ),
+    pytest.param(
+        3,
+        (1, 2),
+        "truncated",
+        [0, 2],
+        [
+            (0, 0, 2.0, 2, 0.25, False),
+            (1, 1, 2.0, 2, 0.5, False),
+        ],
+        id="n3-shorter-than-n-truncated",
+    ),
+    pytest.param(
+        1,
+        (1, 2, 3),
+        "terminated",
+        [1, 2, 3],
+        [
+            (0, 0, 1.0, 1, 0.5, False),
+            (1, 1, 2.0, 2, 0.5, False),
+            (2, 2, 3.0, 3, 0.0, True),
+        ],
+        id="n1-terminated",
+    ),
+    pytest.param(
+        1,
+        (1, 2, 3),
+        "truncated",
+        [1, 2, 3],
+        [
+            (0, 0, 1.0, 1, 0.5, False),
+            (1, 1, 2.0, 2, 0.5, False),
+            (2, 2, 3.0, 3, 0.5, False),
+        ],
+        id="n1-truncated",
+    ),
+]
 
 
 @pytest.mark.parametrize("n_step, rewards, end, sizes, expected", HAND_COMPUTED)
@@ -370,8 +440,9 @@ def test_small_frame_ring_evicts_oldest_transitions_single_stream(frame_margin, 
     rng = np.random.default_rng(5)
     steps, _ = make_stream(FrameSource(), 0, 4, 3, rng)
     expected, counts = naive_store(steps, n_step, GAMMA)
-    storage = TransitionStorage(7, (4, *FRAME), np.int32, n_step=n_step, gamma=GAMMA, frame_stack=4,
-                                frame_margin=frame_margin)  # fmt: skip
+    storage = TransitionStorage(
+        7, (4, *FRAME), np.int32, n_step=n_step, gamma=GAMMA, frame_stack=4, frame_margin=frame_margin
+    )
     evicted = 0
     for step, count in zip(steps, counts, strict=True):
         evicted += len(step.add_to(storage)[1])
@@ -541,30 +612,50 @@ def seeded_sample(buf, batch_size: int = 4):
 
 f32, f64 = np.float32, np.float64
 BAD_CALLS = [
-    pytest.param(lambda b: b.add(np.zeros(4, f32), 0, 1.0, np.zeros(3, f32), False, False), r"obs has shape \(4,\)",
-                 id="obs-shape"),
-    pytest.param(lambda b: b.add(np.zeros(3, f32), 0, 1.0, np.zeros((3, 1), f32), False, False),
-                 r"next_obs has shape \(3, 1\)", id="next-obs-shape"),
-    pytest.param(lambda b: b.add(np.zeros(3, f64), 0, 1.0, np.zeros(3, f32), False, False), r"float64",
-                 id="obs-float64-into-float32"),
-    pytest.param(lambda b: b.add(np.zeros(3, f32), 0.5, 1.0, np.zeros(3, f32), False, False), r"float64",
-                 id="float-action-into-int"),
-    pytest.param(lambda b: b.add(np.zeros(3, f32), 0, np.nan, np.zeros(3, f32), False, False), r"nan",
-                 id="nan-reward"),
-    pytest.param(lambda b: b.add(np.zeros(3, f32), 0, np.inf, np.zeros(3, f32), False, False), r"inf",
-                 id="inf-reward"),
-    pytest.param(lambda b: b.add_batch(np.zeros((3, 3), f32), np.zeros(3, np.int64), [1.0, -np.inf, 2.0],
-                                       np.zeros((3, 3), f32), np.zeros(3, bool), np.zeros(3, bool)), r"-inf",
-                 id="add-batch-inf-reward"),
+    pytest.param(
+        lambda b: b.add(np.zeros(4, f32), 0, 1.0, np.zeros(3, f32), False, False),
+        r"obs has shape \(4,\)",
+        id="obs-shape",
+    ),
+    pytest.param(
+        lambda b: b.add(np.zeros(3, f32), 0, 1.0, np.zeros((3, 1), f32), False, False),
+        r"next_obs has shape \(3, 1\)",
+        id="next-obs-shape",
+    ),
+    pytest.param(
+        lambda b: b.add(np.zeros(3, f64), 0, 1.0, np.zeros(3, f32), False, False),
+        r"float64",
+        id="obs-float64-into-float32",
+    ),
+    pytest.param(
+        lambda b: b.add(np.zeros(3, f32), 0.5, 1.0, np.zeros(3, f32), False, False),
+        r"float64",
+        id="float-action-into-int",
+    ),
+    pytest.param(lambda b: b.add(np.zeros(3, f32), 0, np.nan, np.zeros(3, f32), False, False), r"nan", id="nan-reward"),
+    pytest.param(lambda b: b.add(np.zeros(3, f32), 0, np.inf, np.zeros(3, f32), False, False), r"inf", id="inf-reward"),
+    pytest.param(
+        lambda b: b.add_batch(
+            np.zeros((3, 3), f32),
+            np.zeros(3, np.int64),
+            [1.0, -np.inf, 2.0],
+            np.zeros((3, 3), f32),
+            np.zeros(3, bool),
+            np.zeros(3, bool),
+        ),
+        r"-inf",
+        id="add-batch-inf-reward",
+    ),
     pytest.param(lambda b: b.sample(6), r"batch_size 6 .*5 transitions", id="batch-larger-than-filled"),
     pytest.param(lambda b: b.sample(0), r"batch_size.*got 0", id="batch-size-0"),
     pytest.param(lambda b: b.update_priorities(np.array([0, 1]), [1.0, np.nan]), r"nan", id="nan-td"),
     pytest.param(lambda b: b.update_priorities(np.array([0, 1]), [np.inf, 1.0]), r"inf", id="inf-td"),
     pytest.param(lambda b: b.update_priorities(np.array([0, 6]), [1.0, 1.0]), r"index 6", id="unfilled-slot"),
     pytest.param(lambda b: b.update_priorities(np.array([-1]), [1.0]), r"index -1", id="negative-slot"),
-    pytest.param(lambda b: b.update_priorities(np.array([0, 1, 2]), [1.0, 1.0]), r"2 values for 3 indices",
-                 id="length-mismatch"),
-]  # fmt: skip
+    pytest.param(
+        lambda b: b.update_priorities(np.array([0, 1, 2]), [1.0, 1.0]), r"2 values for 3 indices", id="length-mismatch"
+    ),
+]
 
 
 @pytest.mark.parametrize("kind", ["prioritized", "uniform"])

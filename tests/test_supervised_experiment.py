@@ -178,8 +178,9 @@ def test_training_is_deterministic_per_seed():
 
 
 def test_quick_run_writes_csv_png_and_command(tmp_path):
-    subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)], check=True,
-                   capture_output=True, cwd=ROOT)  # fmt: skip
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)], check=True, capture_output=True, cwd=ROOT
+    )
     with (tmp_path / "runs.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(fs.DATASETS) * len(fs.ARMS) * len(sq_run.QUICK_SEEDS)

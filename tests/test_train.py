@@ -16,8 +16,8 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from rlfocal.losses import HuberLossConfig
 from rlfocal.config import register_configs, validate
+from rlfocal.losses import HuberLossConfig
 from rlfocal.train import NonFiniteLoss, run
 
 ARMS = [  # DESIGN.md §2: every arm is a (sampler, loss) pair
@@ -29,8 +29,18 @@ ARMS = [  # DESIGN.md §2: every arm is a (sampler, loss) pair
     ("lap", "huber"),
     ("uniform", "pal"),
 ]
-TINY = ["total_steps=300", "agent.learning_starts=100", "agent.batch_size=32", "eval_every=150", "eval_episodes=2",
-        "logger=csv", "logger.log_every=50", "checkpoint_every=150", "progress=false", "device=cpu"]  # fmt: skip
+TINY = [
+    "total_steps=300",
+    "agent.learning_starts=100",
+    "agent.batch_size=32",
+    "eval_every=150",
+    "eval_episodes=2",
+    "logger=csv",
+    "logger.log_every=50",
+    "checkpoint_every=150",
+    "progress=false",
+    "device=cpu",
+]
 
 
 def composed(overrides: list[str]):
@@ -64,8 +74,10 @@ def test_every_arm_trains_on_cartpole(tmp_path, replay, loss):
 
 @pytest.mark.parametrize(("replay", "loss"), ARMS)
 def test_every_arm_trains_on_minatar(tmp_path, replay, loss):
-    summary = train(tmp_path, ["env=minatar/breakout", f"replay={replay}", f"loss={loss}", "total_steps=300",
-                               "agent.learning_starts=100"])  # fmt: skip
+    summary = train(
+        tmp_path,
+        ["env=minatar/breakout", f"replay={replay}", f"loss={loss}", "total_steps=300", "agent.learning_starts=100"],
+    )
     assert summary["global_step"] == 300
 
 
@@ -92,8 +104,10 @@ def test_evaluation_does_not_change_training(tmp_path):
 def test_vector_envs_keep_the_step_and_update_schedule(tmp_path, num_envs, mode):
     """N envs advance global_step by N; updates (one per train_freq steps past learning_starts), target updates
     and log rows keep their schedule in environment steps; every env's episodes are counted."""
-    train(tmp_path, ["replay=per", "total_steps=300", "agent.train_freq=2", f"env.num_envs={num_envs}",
-                     f"env.vector_mode={mode}"])  # fmt: skip
+    train(
+        tmp_path,
+        ["replay=per", "total_steps=300", "agent.train_freq=2", f"env.num_envs={num_envs}", f"env.vector_mode={mode}"],
+    )
     counters = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)["counters"]
     assert counters["global_step"] == 300
     assert counters["updates"] == (300 - 100) // 2
@@ -132,32 +146,66 @@ def test_gauge_observes_without_changing_training(tmp_path, replay):
         ("loss=focal loss.gamma=-2", "loss.gamma=-2.0 is not allowed: must be a finite number >= 0"),
         ("replay=per replay.alpha=inf", "replay.alpha=inf is not allowed: must be finite"),
         ("loss=focal +loss.gama=2", "loss.gama: no such setting (python -m rlfocal.train --help lists them)"),
-        ("replay.capacity=64 agent.batch_size=128", "replay.capacity=64 is not allowed: must be >= agent.batch_size=128"),
-        ("device=cuda", "device='cuda' is not allowed: CUDA is not available here; use device=cpu or auto"),
+        (
+            "replay.capacity=64 agent.batch_size=128",
+            "replay.capacity=64 is not allowed: must be >= agent.batch_size=128",
+        ),
+        pytest.param(
+            "device=cuda",
+            "device='cuda' is not allowed: CUDA is not available here; use device=cpu or auto",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here"),
+        ),
+        ("env=deepsea env.kwargs.size=0", "env.kwargs.size=0 is not allowed: must be an integer >= 1"),
         ("total_steps=0", "total_steps=0 is not allowed: must be an integer >= 1"),
     ],
 )
 def test_bad_config_values_fail_in_one_line(tmp_path, override, message):
     out = subprocess.run(
         [sys.executable, "-m", "rlfocal.train", *override.split(), f"hydra.run.dir={tmp_path}", "logger=none"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert out.stderr.strip() == f"config error: {message}"
 
 
-@pytest.mark.parametrize(("override", "message"), [("loss.gama=1", "Could not override 'loss.gama'"),
-                                                   ("env=cartpol", "Could not find 'env/cartpol'")])  # fmt: skip
-def test_typos_are_rejected_by_hydra(tmp_path, override, message):
-    out = subprocess.run([sys.executable, "-m", "rlfocal.train", override, f"hydra.run.dir={tmp_path}"],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("loss.gama=1", "Could not override 'loss.gama'"),
+        ("env=minatar/breakot", "env=minatar/breakot is not an option; env is one of: atari/battle_zone"),
+        ("+arm=perr", "+arm=perr is not an option; arm is one of: dqn"),
+    ],
+)
+def test_typos_are_rejected_listing_every_real_choice(tmp_path, override, message):
+    out = subprocess.run(
+        [sys.executable, "-m", "rlfocal.train", override, f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode != 0 and message in out.stderr
 
 
 def _train_cmd(run_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "rlfocal.train", f"hydra.run.dir={run_dir}", "total_steps=4000",
-            "agent.learning_starts=200", "checkpoint_every=500", "eval_every=0", "logger=csv", "logger.log_every=100",
-            "progress=false", "save_replay=true", "device=cpu", "replay=per", *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "rlfocal.train",
+        f"hydra.run.dir={run_dir}",
+        "total_steps=4000",
+        "agent.learning_starts=200",
+        "checkpoint_every=500",
+        "eval_every=0",
+        "logger=csv",
+        "logger.log_every=100",
+        "progress=false",
+        "save_replay=true",
+        "device=cpu",
+        "replay=per",
+        *extra,
+    ]
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -240,3 +288,29 @@ def test_compiled_agent_trains_with_the_gauge_on(tmp_path):
     train(tmp_path, ["replay=per", "agent.compile=true", "gauge.every=5"])
     read = [r for r in rows(tmp_path / "metrics.csv") if r["gauge/grad_cosine"] != ""]
     assert read and all(-1 <= float(r["gauge/shift_cosine"]) <= 1 for r in read)
+
+
+def test_help_lists_groups_and_every_key_with_its_meaning_but_no_schema_entries():
+    out = subprocess.run([sys.executable, "-m", "rlfocal.train", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    assert "+arm:" in out.stdout and "minatar/breakout" in out.stdout and "_schema" not in out.stdout
+    assert "agent.lr=0.00025: Adam learning rate" in out.stdout and "[env steps]" in out.stdout
+    assert "loss.gamma=2.0: focusing exponent" in out.stdout
+
+
+def test_plain_runs_do_not_import_inductor():
+    code = "import sys; from rlfocal.builders import set_determinism; set_determinism(False); "
+    code += "print('torch._inductor' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_multirun_progress_lines_name_their_job(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "rlfocal.train", "-m", "seed=0,1", *TINY[:-2], "progress=true",
+         f"hydra.sweep.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    progress = [line for line in out.stdout.splitlines() if " steps (" in line]
+    assert progress and all(line.startswith("[CartPole-v1 uniform+huber seed ") for line in progress)

@@ -31,8 +31,9 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
-from rlfocal.config import Config, PERConfig, register_configs, validate
+from rlfocal.config import Config, register_configs, validate
 from rlfocal.envs import make_env
+from rlfocal.replay import PERConfig
 from rlfocal.sb3 import DQN, PrioritizedReplayBuffer
 
 # env -> (preset overrides, env steps, curve bin in env steps); short CPU budgets (see the module docstring)
@@ -83,18 +84,35 @@ def sb3_kwargs(cfg: Config) -> dict[str, Any]:
     else:  # rlfocal's MLP: obs -> hidden[0] -> ... -> hidden[-1] -> actions, ReLU
         policy_kwargs.update(net_arch=list(a.hidden))
     kwargs = dict(
-        learning_rate=a.lr, buffer_size=cfg.replay.capacity, learning_starts=a.learning_starts,
-        batch_size=a.batch_size, tau=a.tau, gamma=a.gamma, train_freq=a.train_freq, gradient_steps=1,
-        target_update_interval=a.target_update_period, exploration_initial_eps=a.eps_start,
-        exploration_final_eps=a.eps_end, exploration_fraction=a.eps_fraction, n_steps=a.n_step,
-        max_grad_norm=a.max_grad_norm if a.max_grad_norm is not None else math.inf, policy_kwargs=policy_kwargs,
-    )  # fmt: skip
+        learning_rate=a.lr,
+        buffer_size=cfg.replay.capacity,
+        learning_starts=a.learning_starts,
+        batch_size=a.batch_size,
+        tau=a.tau,
+        gamma=a.gamma,
+        train_freq=a.train_freq,
+        gradient_steps=1,
+        target_update_interval=a.target_update_period,
+        exploration_initial_eps=a.eps_start,
+        exploration_final_eps=a.eps_end,
+        exploration_fraction=a.eps_fraction,
+        n_steps=a.n_step,
+        max_grad_norm=a.max_grad_norm if a.max_grad_norm is not None else math.inf,
+        policy_kwargs=policy_kwargs,
+    )
     if isinstance(cfg.replay, PERConfig):
         r = cfg.replay
-        kwargs.update(replay_buffer_class=PrioritizedReplayBuffer, replay_buffer_kwargs=dict(
-            alpha=r.alpha, beta=r.beta, beta_final=r.beta_final, anneal_beta=r.anneal_beta, eps=r.eps,
-            is_norm=r.is_norm,
-        ))  # fmt: skip
+        kwargs.update(
+            replay_buffer_class=PrioritizedReplayBuffer,
+            replay_buffer_kwargs=dict(
+                alpha=r.alpha,
+                beta=r.beta,
+                beta_final=r.beta_final,
+                anneal_beta=r.anneal_beta,
+                eps=r.eps,
+                is_norm=r.is_norm,
+            ),
+        )
     return kwargs
 
 
@@ -187,11 +205,20 @@ def main() -> None:
                 curve = binned(result["episodes"], steps, width)
                 curves.setdefault((env_name, arm), []).append(curve)
                 last = [r for s, r in result["episodes"] if s > steps - 2 * width]
-                rows.append({"env": env_name, "arm": arm, "seed": seed, "final_eval_return": result["final_eval"],
-                             "last_train_return": float(np.mean(last)) if last else math.nan,
-                             "wall_s": round(result["wall_s"], 1)})  # fmt: skip
-                curve_rows += [{"env": env_name, "arm": arm, "seed": seed, "step": (i + 1) * width, "train_return": v}
-                               for i, v in enumerate(curve)]  # fmt: skip
+                rows.append(
+                    {
+                        "env": env_name,
+                        "arm": arm,
+                        "seed": seed,
+                        "final_eval_return": result["final_eval"],
+                        "last_train_return": float(np.mean(last)) if last else math.nan,
+                        "wall_s": round(result["wall_s"], 1),
+                    }
+                )
+                curve_rows += [
+                    {"env": env_name, "arm": arm, "seed": seed, "step": (i + 1) * width, "train_return": v}
+                    for i, v in enumerate(curve)
+                ]
                 print(rows[-1], flush=True)
 
     import matplotlib

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rlfocal.extras import require_extra
 from rlfocal.losses import softmax_focal_loss
 from rlfocal.replay.sumtree import SumTree
 
@@ -115,15 +116,24 @@ class Split:
 
 def load_pool(source: str) -> tuple[np.ndarray, np.ndarray]:
     """The balanced pool that a split is cut from (bundled or generated; never downloaded)."""
+    require_extra("sklearn", "supervised", "the supervised study")
     from sklearn.datasets import load_digits, make_classification
 
     if source == "digits":
         x, y = load_digits(return_X_y=True)  # 1797 8×8 images, 174-183 per class, shipped with scikit-learn
         return x.astype(np.float32), y.astype(np.int64)
     if source == "synthetic":
-        x, y = make_classification(n_samples=8000, n_features=20, n_informative=10, n_redundant=4, n_classes=10,
-                                   n_clusters_per_class=1, class_sep=1.5, flip_y=0.01,
-                                   random_state=SYNTHETIC_SEED)  # fmt: skip
+        x, y = make_classification(
+            n_samples=8000,
+            n_features=20,
+            n_informative=10,
+            n_redundant=4,
+            n_classes=10,
+            n_clusters_per_class=1,
+            class_sep=1.5,
+            flip_y=0.01,
+            random_state=SYNTHETIC_SEED,
+        )
         return x.astype(np.float32), y.astype(np.int64)
     raise ValueError(f"unknown data source {source!r}; known: digits, synthetic")
 
@@ -151,8 +161,9 @@ def make_split(x: np.ndarray, y: np.ndarray, ratio: float, n_max: int, test_per_
     standardise = lambda a: ((a - mean) / std).astype(np.float32)
     label_counts = np.zeros(len(labels), dtype=np.int64)
     label_counts[class_order] = counts
-    return Split(standardise(x[train_idx]), y[train_idx], standardise(x[test_idx]), y[test_idx], class_order,
-                 label_counts)  # fmt: skip
+    return Split(
+        standardise(x[train_idx]), y[train_idx], standardise(x[test_idx]), y[test_idx], class_order, label_counts
+    )
 
 
 def inverse_frequency_weights(counts: np.ndarray) -> np.ndarray:
@@ -304,6 +315,7 @@ def train_and_evaluate(arm: Arm, split: Split, cfg: TrainConfig, seed: int) -> d
         train_ce = softmax_focal_loss(train_logits, y, gamma=0.0).item()
         train_balanced_accuracy = balanced_recall(split.y_train, train_logits.argmax(1).numpy(), num_classes)
     metrics = classification_metrics(split.y_test, y_pred, num_classes, minority_labels(split.class_order))
-    metrics.update(train_ce=train_ce, train_balanced_accuracy=train_balanced_accuracy,
-                   train_seconds=time.perf_counter() - start)  # fmt: skip
+    metrics.update(
+        train_ce=train_ce, train_balanced_accuracy=train_balanced_accuracy, train_seconds=time.perf_counter() - start
+    )
     return metrics

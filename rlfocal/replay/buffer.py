@@ -21,13 +21,12 @@ if TYPE_CHECKING:
 @dataclass
 class Batch:
     """A sampled batch. Targets are ``rewards + discounts * max_a Q(next_obs, a)``; ``discounts`` already holds
-    ``gamma^m`` for an m-step return, or 0 where the episode terminated (``dones``)."""
+    ``gamma^m`` for an m-step return, or 0 where the episode terminated."""
 
     obs: np.ndarray
     actions: np.ndarray
     rewards: np.ndarray
     next_obs: np.ndarray
-    dones: np.ndarray
     discounts: np.ndarray
     indices: np.ndarray
     weights: np.ndarray

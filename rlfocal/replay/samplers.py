@@ -9,7 +9,7 @@ applied in exactly one place). Each sampler sits beside the config dataclass tha
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -233,6 +233,11 @@ class SamplerConfig:
 
     name: str = param("", "the sampling rule; pick it with replay=NAME")
     capacity: int = param(50_000, "transitions the buffer holds", unit="transitions", low=1)
+    deferred: Any = param(
+        "auto",
+        "write TD errors back one update late, with no device sync per update: true, false, auto (on CUDA)",
+        choices=(False, True, "auto"),
+    )
     prioritized: ClassVar[bool] = False  # whether TD errors go back to the sampler
 
     def __post_init__(self) -> None:

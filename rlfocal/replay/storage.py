@@ -398,7 +398,6 @@ class TransitionStorage:
             "actions": self.actions,
             "rewards": self.rewards,
             "discounts": self.discounts,
-            "dones": self.terminated,
         }
         if self.frame_stack == 1:
             fields.update(obs=self.obs, next_obs=self.next_obs)
