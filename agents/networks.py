@@ -75,8 +75,9 @@ class QHead(nn.Module):
 class MLP(nn.Module):
     """Vector observations ``[B, *obs_shape]`` (flattened) -> ``[B, num_actions]``."""
 
-    def __init__(self, obs_shape: tuple[int, ...], num_actions: int, hidden: tuple[int, ...] = (64, 64),
-                 dueling: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self, obs_shape: tuple[int, ...], num_actions: int, hidden: tuple[int, ...] = (64, 64), dueling: bool = False
+    ) -> None:
         super().__init__()
         if not hidden:
             raise ValueError("MLP needs at least one hidden layer, got hidden=()")
@@ -136,8 +137,14 @@ class NatureCNN(nn.Module):
 NETWORKS = {"mlp": MLP, "minatar": MinAtarCNN, "nature": NatureCNN}
 
 
-def make_network(kind: str, obs_shape: tuple[int, ...], num_actions: int, *, dueling: bool = False,
-                 hidden: tuple[int, ...] = (64, 64)) -> nn.Module:  # fmt: skip
+def make_network(
+    kind: str,
+    obs_shape: tuple[int, ...],
+    num_actions: int,
+    *,
+    dueling: bool = False,
+    hidden: tuple[int, ...] = (64, 64),
+) -> nn.Module:
     """Build a Q-network by name; ``auto`` picks by observation rank (1-D: MLP, 10×10 images: MinAtar, else Nature).
     ``hidden`` sets the MLP's widths; the CNNs keep their published sizes."""
     if kind == "auto":

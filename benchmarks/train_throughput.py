@@ -50,14 +50,29 @@ def run_rlfocal(steps: int, replay: str, seed: int) -> float:
 
     s = SETTINGS
     overrides = [
-        f"replay={replay}", "loss=huber", "logger=none", "device=cpu", "progress=false", "eval_every=0",
-        f"total_steps={steps}", f"seed={seed}", f"checkpoint_every={10 * steps}", f"replay.capacity={s['buffer_size']}",
-        f"agent.learning_starts={s['learning_starts']}", f"agent.batch_size={s['batch_size']}",
-        f"agent.train_freq={s['train_freq']}", f"agent.target_update_period={s['target_update']}",
-        f"agent.hidden=[{s['hidden']},{s['hidden']}]", f"agent.lr={s['lr']}", f"agent.gamma={s['gamma']}",
-        f"agent.max_grad_norm={s['max_grad_norm']}", f"agent.eps_end={s['eps_end']}",
-        f"agent.eps_fraction={s['eps_fraction']}", "agent.double=false", f"logger.log_every={steps}",
-    ]  # fmt: skip
+        f"replay={replay}",
+        "loss=huber",
+        "logger=none",
+        "device=cpu",
+        "progress=false",
+        "eval_every=0",
+        f"total_steps={steps}",
+        f"seed={seed}",
+        f"checkpoint_every={10 * steps}",
+        f"replay.capacity={s['buffer_size']}",
+        f"agent.learning_starts={s['learning_starts']}",
+        f"agent.batch_size={s['batch_size']}",
+        f"agent.train_freq={s['train_freq']}",
+        f"agent.target_update_period={s['target_update']}",
+        f"agent.hidden=[{s['hidden']},{s['hidden']}]",
+        f"agent.lr={s['lr']}",
+        f"agent.gamma={s['gamma']}",
+        f"agent.max_grad_norm={s['max_grad_norm']}",
+        f"agent.eps_end={s['eps_end']}",
+        f"agent.eps_fraction={s['eps_fraction']}",
+        "agent.double=false",
+        f"logger.log_every={steps}",
+    ]
     register_configs()
     with initialize_config_module("rlfocal.configs", version_base="1.3"):
         cfg = compose("config", overrides=overrides)
@@ -72,12 +87,24 @@ def run_sb3(steps: int, seed: int) -> float:
 
     s = SETTINGS
     model = DQN(
-        "MlpPolicy", gym.make("CartPole-v1"), learning_rate=s["lr"], buffer_size=s["buffer_size"],
-        learning_starts=s["learning_starts"], batch_size=s["batch_size"], gamma=s["gamma"], train_freq=s["train_freq"],
-        gradient_steps=1, target_update_interval=s["target_update"], exploration_fraction=s["eps_fraction"],
-        exploration_final_eps=s["eps_end"], max_grad_norm=s["max_grad_norm"],
-        policy_kwargs={"net_arch": [s["hidden"], s["hidden"]]}, seed=seed, device="cpu", verbose=0,
-    )  # fmt: skip
+        "MlpPolicy",
+        gym.make("CartPole-v1"),
+        learning_rate=s["lr"],
+        buffer_size=s["buffer_size"],
+        learning_starts=s["learning_starts"],
+        batch_size=s["batch_size"],
+        gamma=s["gamma"],
+        train_freq=s["train_freq"],
+        gradient_steps=1,
+        target_update_interval=s["target_update"],
+        exploration_fraction=s["eps_fraction"],
+        exploration_final_eps=s["eps_end"],
+        max_grad_norm=s["max_grad_norm"],
+        policy_kwargs={"net_arch": [s["hidden"], s["hidden"]]},
+        seed=seed,
+        device="cpu",
+        verbose=0,
+    )
     start = time.perf_counter()
     model.learn(steps)
     return steps / (time.perf_counter() - start)
@@ -102,8 +129,9 @@ def run_cleanrl_style(steps: int, seed: int) -> float:
     target = nn.Sequential(nn.Linear(n_obs, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, n_act))
     target.load_state_dict(q.state_dict())
     opt = torch.optim.Adam(q.parameters(), lr=s["lr"])
-    rb = ReplayBuffer(s["buffer_size"], env.observation_space, env.action_space, "cpu",
-                      handle_timeout_termination=False)  # fmt: skip
+    rb = ReplayBuffer(
+        s["buffer_size"], env.observation_space, env.action_space, "cpu", handle_timeout_termination=False
+    )
     obs, _ = env.reset(seed=seed)
     start = time.perf_counter()
     for step in range(steps):
@@ -203,8 +231,9 @@ def main() -> None:
         ratio = sps("rlfocal-uniform") / sps("rlfocal-per")
         print(f"\nPER cost: time per step, PER / uniform = {ratio:.2f}x (target <= 1.3x)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"settings": SETTINGS, "steps": args.steps, "machine": versions(),
-                                    "results": results}, indent=2))  # fmt: skip
+    args.out.write_text(
+        json.dumps({"settings": SETTINGS, "steps": args.steps, "machine": versions(), "results": results}, indent=2)
+    )
     print(f"wrote {args.out}")
 
 

@@ -24,8 +24,19 @@ THRESHOLD = 475.0
 
 def train(seed: int, runs: Path) -> Path:
     run_dir = runs / f"seed{seed}"
-    cmd = [sys.executable, "-m", "rlfocal.train", "env=cartpole", "replay=uniform", "loss=huber", f"seed={seed}",
-           "logger=csv", "progress=false", "device=cpu", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlfocal.train",
+        "env=cartpole",
+        "replay=uniform",
+        "loss=huber",
+        f"seed={seed}",
+        "logger=csv",
+        "progress=false",
+        "device=cpu",
+        f"hydra.run.dir={run_dir}",
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
     return run_dir
 
@@ -54,8 +65,14 @@ def main() -> None:
         steps, evals = zip(*pts, strict=True)
         ax.plot(steps, evals, "o-", ms=3, label=f"seed {seed}")
         first = next((s for s, v in pts if v >= THRESHOLD), None)
-        rows.append({"seed": seed, "best_eval": max(evals), "final_eval": evals[-1],
-                     "first_step_at_475": first if first is not None else ""})  # fmt: skip
+        rows.append(
+            {
+                "seed": seed,
+                "best_eval": max(evals),
+                "final_eval": evals[-1],
+                "first_step_at_475": first if first is not None else "",
+            }
+        )
     ax.axhline(THRESHOLD, color="k", ls="--", lw=1, label="475")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("greedy evaluation return (10 episodes)")

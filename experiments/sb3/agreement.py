@@ -31,10 +31,23 @@ IMPLS = ("rlfocal", "sb3")
 
 
 def overrides(seed: int, steps: int, episodes: int) -> list[str]:
-    return ["env=cartpole", "replay=uniform", "loss=huber", "agent.double=false", f"total_steps={steps}",
-            f"seed={seed}", f"eval_every={steps}", f"eval_episodes={episodes}", "logger=csv", "logger.log_every=1000",
-            "gauge.every=0", f"checkpoint_every={steps}", "progress=false", "device=cpu",
-            "torch_threads=1"]  # fmt: skip
+    return [
+        "env=cartpole",
+        "replay=uniform",
+        "loss=huber",
+        "agent.double=false",
+        f"total_steps={steps}",
+        f"seed={seed}",
+        f"eval_every={steps}",
+        f"eval_episodes={episodes}",
+        "logger=csv",
+        "logger.log_every=1000",
+        "gauge.every=0",
+        f"checkpoint_every={steps}",
+        "progress=false",
+        "device=cpu",
+        "torch_threads=1",
+    ]
 
 
 def train_rlfocal(seed: int, steps: int, episodes: int, runs: Path) -> dict:
@@ -70,9 +83,15 @@ def main() -> None:
         for impl, result in zip(IMPLS, (rl, sb), strict=True):
             curves[impl].append(result["curve"])
             last = result["curve"][-2:]
-            rows.append({"seed": seed, "impl": impl, "final_eval_return": result["final_eval"],
-                         "last_train_return": float(np.nanmean(last)) if np.isfinite(last).any() else math.nan,
-                         "wall_s": round(result["wall_s"], 1)})  # fmt: skip
+            rows.append(
+                {
+                    "seed": seed,
+                    "impl": impl,
+                    "final_eval_return": result["final_eval"],
+                    "last_train_return": float(np.nanmean(last)) if np.isfinite(last).any() else math.nan,
+                    "wall_s": round(result["wall_s"], 1),
+                }
+            )
             print(rows[-1], flush=True)
 
     with (args.out / "agreement.csv").open("w", newline="") as f:
@@ -81,12 +100,16 @@ def main() -> None:
         writer.writerows(rows)
     finals = {impl: np.array([r["final_eval_return"] for r in rows if r["impl"] == impl]) for impl in IMPLS}
     test = stats.ttest_ind(finals["rlfocal"], finals["sb3"], equal_var=False)
-    lines = [f"CartPole-v1, {args.steps:,} env steps, {len(args.seeds)} seeds, final return = mean of "
-             f"{args.episodes} greedy episodes"]  # fmt: skip
+    lines = [
+        f"CartPole-v1, {args.steps:,} env steps, {len(args.seeds)} seeds, final return = mean of "
+        f"{args.episodes} greedy episodes"
+    ]
     for impl in IMPLS:
         v = finals[impl]
-        lines.append(f"{impl:8s} mean {v.mean():7.2f}  sd {v.std(ddof=1):7.2f}  median {np.median(v):7.2f}  "
-                     f"values {np.round(v, 1).tolist()}")  # fmt: skip
+        lines.append(
+            f"{impl:8s} mean {v.mean():7.2f}  sd {v.std(ddof=1):7.2f}  median {np.median(v):7.2f}  "
+            f"values {np.round(v, 1).tolist()}"
+        )
     lines.append(f"Welch t-test (rlfocal vs sb3): t = {test.statistic:.3f}, p = {test.pvalue:.3f}")
     (args.out / "agreement.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -58,10 +58,14 @@ def run_one(task: tuple[str, str, int, fs.TrainConfig]) -> dict:
     split = _split(dataset, seed)
     m = fs.train_and_evaluate(fs.get_arm(arm), split, cfg, seed)
     row = {"dataset": dataset, "arm": arm, "seed": seed, **{k: m[k] for k in METRICS}}
-    row.update(train_ce=m["train_ce"], train_balanced_accuracy=m["train_balanced_accuracy"],
-               train_seconds=round(m["train_seconds"], 3), n_train=int(split.counts.sum()),
-               class_order=" ".join(map(str, split.class_order)),
-               counts_by_rank=" ".join(map(str, split.counts[split.class_order])))  # fmt: skip
+    row.update(
+        train_ce=m["train_ce"],
+        train_balanced_accuracy=m["train_balanced_accuracy"],
+        train_seconds=round(m["train_seconds"], 3),
+        n_train=int(split.counts.sum()),
+        class_order=" ".join(map(str, split.class_order)),
+        counts_by_rank=" ".join(map(str, split.counts[split.class_order])),
+    )
     row.update({f"recall_rank{r}": m["recall"][label] for r, label in enumerate(split.class_order)})
     row.update({f"recall_label{c}": m["recall"][c] for c in range(len(split.counts))})
     return row
@@ -82,8 +86,9 @@ def summarise(rows: list[dict], datasets: list[str], arms: list[str]) -> list[di
     """Mean ± CI per (dataset, arm), plus the paired (same seed, same split) difference to CE where CE ran."""
     out = []
     for ds in datasets:
-        by_arm = {a: sorted((r for r in rows if r["dataset"] == ds and r["arm"] == a), key=lambda r: r["seed"])
-                  for a in arms}  # fmt: skip
+        by_arm = {
+            a: sorted((r for r in rows if r["dataset"] == ds and r["arm"] == a), key=lambda r: r["seed"]) for a in arms
+        }
         for arm in arms:
             runs = by_arm[arm]
             row = {"dataset": ds, "arm": arm, "n_seeds": len(runs)}
@@ -113,16 +118,21 @@ def markdown_table(summary: list[dict], datasets: list[str]) -> str:
     for ds in datasets:
         spec = fs.get_dataset(ds)
         rows = [r for r in summary if r["dataset"] == ds]
-        lines += [f"**{ds}** ({spec.source}, ρ = {spec.ratio:g}, {rows[0]['n_seeds']} seeds; "
-                  "Δ = paired difference to CE, same seed and split)", "",
-                  "| arm | balanced acc. | Δ vs CE | macro-F1 | minority recall | Δ vs CE | train CE |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"**{ds}** ({spec.source}, ρ = {spec.ratio:g}, {rows[0]['n_seeds']} seeds; "
+            "Δ = paired difference to CE, same seed and split)",
+            "",
+            "| arm | balanced acc. | Δ vs CE | macro-F1 | minority recall | Δ vs CE | train CE |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
             d = functools.partial(_delta, r)
-            lines.append(f"| {r['arm']} | {_pm(r['balanced_accuracy_mean'], r['balanced_accuracy_ci95'])} | "
-                         f"{d('balanced_accuracy')} | {_pm(r['macro_f1_mean'], r['macro_f1_ci95'])} | "
-                         f"{_pm(r['minority_recall_mean'], r['minority_recall_ci95'])} | {d('minority_recall')} | "
-                         f"{r['train_ce_mean']:.3f} |")  # fmt: skip
+            lines.append(
+                f"| {r['arm']} | {_pm(r['balanced_accuracy_mean'], r['balanced_accuracy_ci95'])} | "
+                f"{d('balanced_accuracy')} | {_pm(r['macro_f1_mean'], r['macro_f1_ci95'])} | "
+                f"{_pm(r['minority_recall_mean'], r['minority_recall_ci95'])} | {d('minority_recall')} | "
+                f"{r['train_ce_mean']:.3f} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -134,8 +144,14 @@ def _colour(arm: str):
         gammas = [0.5, 1.0, 2.0, 5.0]
         g = fs.ARMS[arm].gamma
         return plt.cm.Oranges(0.4 + 0.6 * gammas.index(g) / 3) if g in gammas else "tab:orange"
-    return {"ce": "0.3", "inv_freq_ce": "tab:blue", "focal_g2_no_alpha": "tab:brown", "per_a0.6": "tab:olive",
-            "per_a1": "tab:green", "ohem": "tab:purple"}.get(arm, "tab:red")  # fmt: skip
+    return {
+        "ce": "0.3",
+        "inv_freq_ce": "tab:blue",
+        "focal_g2_no_alpha": "tab:brown",
+        "per_a0.6": "tab:olive",
+        "per_a1": "tab:green",
+        "ohem": "tab:purple",
+    }.get(arm, "tab:red")
 
 
 def plot(summary: list[dict], datasets: list[str], arms: list[str], out: Path) -> None:
@@ -151,8 +167,9 @@ def plot(summary: list[dict], datasets: list[str], arms: list[str], out: Path) -
             ax = axes[i, j]
             for k, arm in enumerate(arms):
                 r = rows[arm]
-                ax.errorbar(r[f"{key}_mean"], k, xerr=np.nan_to_num(r[f"{key}_ci95"]), fmt="o", color=_colour(arm),
-                            capsize=3)  # fmt: skip
+                ax.errorbar(
+                    r[f"{key}_mean"], k, xerr=np.nan_to_num(r[f"{key}_ci95"]), fmt="o", color=_colour(arm), capsize=3
+                )
             if "ce" in rows:
                 ax.axvline(rows["ce"][f"{key}_mean"], color="0.6", lw=0.8, ls="--")
             ax.set_yticks(range(len(arms)), arms if j == 0 else [""] * len(arms), fontsize=8)
