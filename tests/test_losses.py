@@ -622,3 +622,28 @@ LOGITS_2D, TARGET_1D = torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)
 def test_bad_arguments_raise_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("huber", {}),
+        ("mse", {}),
+        ("focal", {"gamma": 0.3, "tau": "auto"}),
+        ("focal", {"gamma": 2.0, "tau": 5.0, "normalize": True, "max_weight": 3.0}),
+        ("mirror", {"max_weight": 2.0}),
+        ("lap", {}),
+        ("pal", {"min_priority": 0.1}),
+    ],
+)
+def test_every_registered_loss_on_seed_lanes_is_each_lane_alone(name, options):
+    """[S, B] TD errors give each lane what it alone would: batch means, clips and tau: auto's running mean per lane."""
+    from rlfocal.losses import td_loss_config
+
+    torch.manual_seed(0)
+    td = torch.randn(4, 64, dtype=torch.float64) * torch.tensor([[1.0], [10.0], [0.1], [3.0]], dtype=torch.float64)
+    lanes, alone = td_loss_config(name, **options).build(), [td_loss_config(name, **options).build() for _ in range(4)]
+    for step in range(3):  # several steps: tau auto's state advances per lane
+        scaled = td * (step + 1)
+        expected = torch.stack([alone[k](scaled[k]) for k in range(4)])
+        torch.testing.assert_close(lanes(scaled), expected, rtol=1e-12, atol=0)

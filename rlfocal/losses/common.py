@@ -30,15 +30,15 @@ def check_max_weight(max_weight: float | None) -> None:
 
 def check_td(td: object) -> None:
     if not isinstance(td, Tensor) or not td.is_floating_point():
-        raise ValueError(f"td must be a floating-point tensor of shape [B], got {type(td).__name__}")
+        raise ValueError(f"td must be a floating-point tensor of shape [B] or [S, B], got {type(td).__name__}")
 
 
 def check_tau(tau: float | Tensor) -> None:
     if isinstance(tau, Tensor):
         # A tensor tau (e.g. a running mean kept on the device) is checked for shape only: reading its value would
-        # synchronise with the device on every learn step.
-        if tau.ndim != 0:
-            raise ValueError(f"tau must be a number > 0 or a 0-dim tensor, got a tensor of shape {tuple(tau.shape)}")
+        # synchronise with the device on every learn step. [S, 1] is one τ per seed lane.
+        if not (tau.ndim == 0 or (tau.ndim == 2 and tau.shape[1] == 1)):
+            raise ValueError(f"tau must be a number > 0, a 0-dim tensor or [S, 1], got shape {tuple(tau.shape)}")
     else:
         check_real("tau", tau, minimum=0.0, strict=True)
 
@@ -65,5 +65,6 @@ def power(base: Tensor, gamma: float) -> Tensor:
 
 
 def batch_mean(x: Tensor) -> Tensor:
-    """Mean over the batch (dim 0), kept broadcastable and floored so an all-zero batch divides to 0, not NaN."""
-    return x.mean(dim=0, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    """Mean over the batch (the last dim, so per seed lane for [S, B]), kept broadcastable and floored so an
+    all-zero batch divides to 0, not NaN."""
+    return x.mean(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -174,8 +175,12 @@ class FocalLossConfig(TDLossConfig):
         base_kwargs = {"kappa": self.kappa} if self.base == "huber" else {}
 
         def focal_auto(td: Tensor) -> Tensor:
-            tau = running.update(base(td.detach(), **base_kwargs).mean())
-            return focal_td(td, **{**kwargs, "tau": tau})
+            loss = base(td.detach(), **base_kwargs)
+            if td.ndim == 1:
+                tau = running.update(loss.mean())
+            else:  # [S, B]: one running mean per seed lane
+                tau = torch.as_tensor(running.update(loss.mean(dim=-1), lanes=True), dtype=td.dtype)[:, None]
+            return focal_td(td, **{**kwargs, "tau": tau.to(td.device) if isinstance(tau, Tensor) else tau})
 
         return focal_auto
 
@@ -195,11 +200,12 @@ class RunningMean:
             raise ValueError(f"momentum must be a finite number in [0, 1), got {momentum!r}")
         self.momentum = momentum
         self.floor = check_real("floor", floor, minimum=0.0, strict=True)
-        self._mean: float | None = None
+        self._mean: float | np.ndarray | None = None
 
-    def update(self, x: Tensor) -> float:
-        """Blend in the mean of ``x`` (any shape) and return the new ``value``."""
-        batch_mean = float(x.detach().double().mean())
+    def update(self, x: Tensor, lanes: bool = False) -> float | np.ndarray:
+        """Blend in the mean of ``x`` (any shape) and return the new ``value``; with ``lanes`` blend each entry of
+        the vector ``x`` ``[S]`` into its own seed lane's mean (one device sync for all lanes)."""
+        batch_mean = x.detach().double().cpu().numpy() if lanes else float(x.detach().double().mean())
         if self._mean is None:
             self._mean = batch_mean
         else:
@@ -207,10 +213,12 @@ class RunningMean:
         return self.value
 
     @property
-    def value(self) -> float:
+    def value(self) -> float | np.ndarray:
         """The running mean (>= ``floor``); RuntimeError before the first ``update``."""
         if self._mean is None:
             raise RuntimeError("RunningMean.value read before the first update()")
+        if isinstance(self._mean, np.ndarray):
+            return np.maximum(self._mean, self.floor)
         return max(self._mean, self.floor)
 
 
@@ -335,7 +343,7 @@ def pal(td: Tensor, alpha: float = 0.4, min_priority: float = 1.0, max_weight: f
     abs_td = td.abs()
     loss = torch.where(abs_td < m, m**alpha * 0.5 * td.square(), m * abs_td.pow(1.0 + alpha) / (1.0 + alpha))
     priority = abs_td.detach().clamp_min(m).pow(alpha)
-    normaliser = priority.mean(dim=0, keepdim=True)
+    normaliser = priority.mean(dim=-1, keepdim=True)
     loss = loss / normaliser
     if max_weight is not None:
         weight = priority / normaliser
