@@ -199,10 +199,12 @@ def test_summary_and_pairs_count_unconverged_runs_at_their_cap():
     rows = [{**base, "arm": "per", "seed": s, "updates": u, "converged": c}
             for s, (u, c) in enumerate([(10, True), (20, True), (7, False)])]  # fmt: skip
     rows += [{**base, "arm": "uniform", "seed": s, "updates": 20, "converged": True} for s in range(3)]
+    rows += [{**base, "arm": arm, "seed": 3, "updates": 5, "converged": False} for arm in ("per", "uniform")]
     (per,) = [s for s in cliff.summarise(rows) if s["arm"] == "per"]
-    assert per["median"] == 20 and per["converged"] == 2 and not per["median_censored"]
+    assert per["median"] == 60 and per["converged"] == 2 and per["median_censored"]  # values 10, 20, 100, 100
     (pair,) = [p for p in cliff.paired(rows) if p["arm"] == "per" and p["reference"] == "uniform"]
-    assert pair["median_ratio"] == 1.0 and pair["censored_pairs"] == 1
+    assert pair["both_unconverged"] == 1 and pair["censored_pairs"] == 1  # seed 3 has no ratio: left out
+    assert pair["median_ratio"] == 1.0
     assert pair["frac_arm_fewer"] == pytest.approx(1 / 3)
 
 

@@ -78,7 +78,8 @@ PAIRS = (("per", "uniform"), ("rank", "uniform"), ("rank", "per"), ("greedy", "u
          ("uniform_eta0.5", "uniform"), ("uniform_eta1", "uniform"), ("focal_auto", "uniform"),
          ("focal_tau100", "uniform"), ("focal_norm_tau100", "per"), ("focal_norm_auto", "per"), ("mirror", "per"),
          ("focal_norm_tau100", "mirror"), ("focal_norm_tau100_clip4", "uniform_eta1"),
-         ("mirror_clip4", "uniform_eta1"))  # fmt: skip
+         ("mirror_clip4", "uniform_eta1"), ("focal_norm_tau100_clip4", "uniform_eta0.5"),
+         ("mirror_clip4", "uniform_eta0.5"))  # fmt: skip
 
 
 def transitions(n: int) -> int:
@@ -188,7 +189,8 @@ def summarise(rows: list[dict]) -> list[dict]:
 def paired(rows: list[dict]) -> list[dict]:
     """Per-seed ratio updates(arm) / updates(reference) for ``PAIRS``: median, bootstrap CI, share of seeds faster.
 
-    A pair with a censored run has a ratio that is only a bound; ``censored_pairs`` counts them.
+    A ratio with one unconverged run (counted at its cap) is only a bound; ``censored_pairs`` counts those. Seeds
+    where neither run converged have no ratio and are left out (``both_unconverged``); with none left it is NaN.
     """
     rng = np.random.default_rng(1)
     groups = _groups(rows)
@@ -199,13 +201,15 @@ def paired(rows: list[dict]) -> list[dict]:
             if a is None or b is None:
                 continue
             seeds = sorted(a.keys() & b.keys())
-            ratio = np.array([_censored_updates(a[s]) / _censored_updates(b[s]) for s in seeds])
-            lo, hi = _bootstrap_median_ci(ratio, rng)
+            kept = [s for s in seeds if a[s]["converged"] or b[s]["converged"]]
+            ratio = np.array([_censored_updates(a[s]) / _censored_updates(b[s]) for s in kept])
+            lo, hi = _bootstrap_median_ci(ratio, rng) if kept else (math.nan, math.nan)
             out.append({"model": model, "n": n, "arm": arm, "reference": ref, "seeds": len(seeds),
-                        "censored_pairs": sum(not (a[s]["converged"] and b[s]["converged"]) for s in seeds),
-                        "median_ratio": float(np.median(ratio)), "ratio_ci_lo": lo, "ratio_ci_hi": hi,
-                        "frac_arm_fewer": float(np.mean(ratio < 1.0)),
-                        "frac_equal": float(np.mean(ratio == 1.0))})  # fmt: skip
+                        "both_unconverged": len(seeds) - len(kept),
+                        "censored_pairs": sum(not (a[s]["converged"] and b[s]["converged"]) for s in kept),
+                        "median_ratio": float(np.median(ratio)) if kept else math.nan, "ratio_ci_lo": lo,
+                        "ratio_ci_hi": hi, "frac_arm_fewer": float(np.mean(ratio < 1.0)) if kept else math.nan,
+                        "frac_equal": float(np.mean(ratio == 1.0)) if kept else math.nan})  # fmt: skip
     return out
 
 
