@@ -11,8 +11,12 @@ from __future__ import annotations
 from dataclasses import fields
 
 import numpy as np
+import torch
 
 from rlfocal.replay.buffer import Batch, ReplayBuffer, _host
+
+_STEP_FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated", "truncated")
+_BATCH_FIELDS = tuple(f.name for f in fields(Batch))
 
 
 class LaneReplay:
@@ -33,21 +37,16 @@ class LaneReplay:
         """Bytes allocated by all lanes together."""
         return sum(buffer.nbytes for buffer in self.lanes)
 
-    def _check_lanes(self, **arrays) -> None:
+    def _check_lanes(self, arrays: tuple, names: tuple[str, ...]) -> None:
         """Every array's leading axis is the lane axis (each lane checks the rest itself)."""
-        for name, x in arrays.items():
-            shape = np.shape(x)
-            if not shape or shape[0] != self.num_seeds:
-                raise ValueError(
-                    f"{name} has shape {tuple(shape)}: its leading axis must be the {self.num_seeds} lanes"
-                )
+        for name, x in zip(names, arrays, strict=True):
+            if np.ndim(x) == 0 or len(x) != self.num_seeds:
+                raise ValueError(f"{name} has shape {np.shape(x)}: its leading axis must be the {self.num_seeds} lanes")
 
     def add_batch(self, obs, actions, rewards, next_obs, terminated, truncated, env_ids=None) -> None:
         """One vectorised step of every lane: arrays ``[S, E, ...]``, ``env_ids`` ``[E]`` shared by the lanes.
         Lane k gets ``add_batch(obs[k], ...)`` (for E = 1 the buffer's one-row fast path)."""
-        self._check_lanes(
-            obs=obs, actions=actions, rewards=rewards, next_obs=next_obs, terminated=terminated, truncated=truncated
-        )
+        self._check_lanes((obs, actions, rewards, next_obs, terminated, truncated), _STEP_FIELDS)
         for k, buffer in enumerate(self.lanes):
             buffer.add_batch(obs[k], actions[k], rewards[k], next_obs[k], terminated[k], truncated[k], env_ids)
 
@@ -59,12 +58,15 @@ class LaneReplay:
     def sample_torch(self, batch_size: int, device="cpu") -> Batch:
         """A batch of ``batch_size`` per lane, fields stacked ``[S, B, ...]`` on ``device``, ``indices`` ``[S, B]``
         on the host. Lane k's rows are ``lanes[k].sample_torch(batch_size, device)``, drawn from lane k's RNG."""
-        if self.num_seeds == 1:  # a view with a leading axis: no copy, and the buffer's pinned CUDA path
+        if self.num_seeds > 1:
+            batches = [buffer.sample(batch_size) for buffer in self.lanes]
+            stacked = {name: np.stack([getattr(b, name) for b in batches]) for name in _BATCH_FIELDS}
+            return Batch(**stacked).to_torch(device)
+        if torch.device(device).type == "cuda":  # the buffer's pinned, non-blocking transfers, seen with a lane axis
             batch = self.lanes[0].sample_torch(batch_size, device)
-            return Batch(**{f.name: getattr(batch, f.name).unsqueeze(0) for f in fields(Batch)})
-        batches = [buffer.sample(batch_size) for buffer in self.lanes]
-        stacked = {f.name: np.stack([getattr(b, f.name) for b in batches]) for f in fields(Batch)}
-        return Batch(**stacked).to_torch(device)
+            return Batch(**{name: getattr(batch, name).unsqueeze(0) for name in _BATCH_FIELDS})
+        batch = self.lanes[0].sample(batch_size)  # on the host: numpy views with a lane axis, no copy
+        return Batch(**{name: getattr(batch, name)[None] for name in _BATCH_FIELDS}).to_torch(device)
 
     def update_priorities(self, indices, td_errors) -> None:
         """Feed back the TD errors ``[S, B]`` of a sampled batch (one device-to-host copy for all lanes); lane k's
