@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rlfocal.envs import make_env
+from rlfocal.envs import make_env, right_action
+from rlfocal.envs.cliffwalk import CliffwalkVector
 from rlfocal.envs.deepsea_vector import DeepSeaVector
 from rlfocal.envs.vector import make_vec_env
 
@@ -112,6 +113,41 @@ def test_deepsea_vector_rejects_bad_arguments():
     with pytest.raises(ValueError, match="size=0 is not allowed"):
         DeepSeaVector(2, 0)
     vector = DeepSeaVector(2, 3)
+    vector.reset()
+    for bad in ([0], [0, 2], [[0, 1]]):
+        with pytest.raises(ValueError, match="needs 2 actions, each 0 or 1"):
+            vector.step(np.array(bad))
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_cliffwalk_vector_matches_single_cliffwalks_step_for_step(n):
+    k, steps = 4, 150
+    vector = CliffwalkVector(k, n)
+    singles = make_vec_env("cliffwalk", 3, k, n=n)
+    np.testing.assert_array_equal(vector.reset(seed=5), singles.reset(seed=5))
+    # mostly right moves, so that some episodes reach the treasure
+    rights = np.array([[right_action(s) for s in range(n)]] * k)
+    episodes = []
+    for t in range(steps):
+        state = np.array([env.unwrapped.state for env in singles.envs])
+        wrong = np.random.default_rng(t).random(k) < 0.2
+        acts = np.where(wrong, 1 - rights[np.arange(k), state], rights[np.arange(k), state])
+        mine, theirs = vector.step(acts), singles.step(acts)
+        for field in ("obs", "next_obs", "rewards", "terminated", "truncated"):
+            a, b = getattr(mine, field), getattr(theirs, field)
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (t, field)  # bit for bit
+        assert mine.episodes == theirs.episodes, t
+        episodes += mine.episodes
+    returns = {ret for _, ret, _ in episodes}
+    assert returns == {0.0, 1.0}  # both kinds of episode happened
+
+
+def test_cliffwalk_vector_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="num_envs=0 is not allowed: must be an integer >= 1"):
+        CliffwalkVector(0)
+    with pytest.raises(ValueError, match="n=0 is not allowed"):
+        CliffwalkVector(2, 0)
+    vector = CliffwalkVector(2, 3)
     vector.reset()
     for bad in ([0], [0, 2], [[0, 1]]):
         with pytest.raises(ValueError, match="needs 2 actions, each 0 or 1"):

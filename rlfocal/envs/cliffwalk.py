@@ -80,6 +80,60 @@ class CliffwalkEnv(gym.Env):
         return self._observation(), 0.0, False, False, {}
 
 
+class CliffwalkVector:
+    """`num_envs` Cliffwalks of n states stepped as numpy arrays (issue 12), each reset in the step its episode ends.
+
+    `make_vec_env("cliffwalk", seed, K, n=n)` step for step (observations, rewards, terminations, final observations
+    and finished episodes; `tests/test_vector_envs.py` checks it), with `vector.SerialVecEnv`'s interface. The
+    environment is deterministic, so seeds change nothing.
+    """
+
+    def __init__(self, num_envs: int, n: int = 8) -> None:
+        check_args("CliffwalkVector", {"num_envs": num_envs, "n": n}, {"num_envs": integer(1), **CLIFFWALK_ARGS})
+        self.num_envs, self.n = int(num_envs), int(n)
+        single = CliffwalkEnv(self.n)
+        self.single_observation_space = single.observation_space
+        self.single_action_space = single.action_space
+        self._envs = np.arange(self.num_envs)
+        self._state = np.zeros(self.num_envs, dtype=np.int64)
+        self._length = np.zeros(self.num_envs, dtype=np.int64)  # the only return is 1, on the last step: no sums
+
+    def _observation(self) -> np.ndarray:
+        """[K, n] float32 one-hot of each state."""
+        obs = np.zeros((self.num_envs, self.n), dtype=np.float32)
+        obs[self._envs, self._state] = 1.0
+        return obs
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Every chain back at state 0; `seed` is taken for the vector interface and changes nothing."""
+        self._state[:] = self._length[:] = 0
+        return self._observation()
+
+    def step(self, actions: np.ndarray):
+        """`CliffwalkEnv.step` for every chain; finished episodes restart in the same step."""
+        from rlfocal.envs.vector import VecStep  # not at the top: vector imports the registry, which imports us
+
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,) or not ((actions == 0) | (actions == 1)).all():
+            raise ValueError(f"CliffwalkVector needs {self.num_envs} actions, each 0 or 1, got {actions!r}")
+        right = actions == right_action(self._state)
+        treasure = right & (self._state == self.n - 1)
+        terminated = ~right | treasure
+        rewards = treasure.astype(np.float32)
+        self._state += right & ~treasure  # a wrong move or the treasure ends where it stands
+        self._length += 1
+        next_obs = self._observation()
+
+        done = np.flatnonzero(terminated)
+        episodes = [(int(i), float(rewards[i]), int(self._length[i])) for i in done]
+        self._state[done] = self._length[done] = 0
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        return VecStep(self._observation(), next_obs, rewards, terminated, truncated, episodes)
+
+    def close(self) -> None:
+        """Nothing to release (the vector interface's `close`)."""
+
+
 def all_transitions(n: int) -> dict[str, np.ndarray]:
     """Every transition of all 2^n action sequences of length n, each run until the episode ends.
 

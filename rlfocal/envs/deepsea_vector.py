@@ -4,7 +4,8 @@
 rewards, terminations and finished episodes; `tests/test_vector_envs.py` checks it), with the same interface and
 same-step resets as `vector.SerialVecEnv`. Only the deterministic DeepSea, the one the study runs, is vectorised:
 the stochastic one draws from each environment's own generator, which cannot be batched without changing its
-random stream. Not yet used by training.
+random stream. `envs.lanes` steps S seeds' environments as one `DeepSeaVector` of all S·E: the deterministic
+dynamics ignore seeds, so every lane is the single-seed run of its seed.
 """
 
 from __future__ import annotations
