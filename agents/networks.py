@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -26,14 +27,16 @@ def _relu_layers(x: torch.Tensor, layers: nn.ModuleList, relu_last: bool) -> tor
     return x
 
 
-def _numpy_layers(layers: nn.ModuleList) -> list[tuple[np.ndarray, np.ndarray]]:
+def _numpy_layers(layers: nn.ModuleList, lanes: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """(weight, bias) of each layer as numpy views of the live CPU parameters: in-place optimizer steps and
-    ``load_state_dict`` write through them, so they never go stale."""
-    return [(layer.weight.detach().numpy(), layer.bias.detach().numpy()) for layer in layers]
+    ``load_state_dict`` write through them, so they never go stale. ``lanes``: parameters stacked on a leading lane
+    axis (``agents.lanes``), biases as columns ``[S, out, 1]``."""
+    views = [(layer.weight.detach().numpy(), layer.bias.detach().numpy()) for layer in layers]
+    return [(weight, bias[..., None]) for weight, bias in views] if lanes else views
 
 
 def _numpy_relu_layers(x: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]], relu_last: bool) -> np.ndarray:
-    """``_relu_layers`` for one observation vector, in numpy."""
+    """``_relu_layers`` for one observation vector ``[in]``, or for lanes of column vectors ``[S, in, E]``, in numpy."""
     for i, (weight, bias) in enumerate(layers):
         x = weight @ x + bias
         if relu_last or i < len(layers) - 1:
@@ -59,15 +62,17 @@ class QHead(nn.Module):
         advantage = _relu_layers(x, self.advantage, relu_last=False)
         return _relu_layers(x, self.value, relu_last=False) + advantage - advantage.mean(dim=1, keepdim=True)
 
-    def numpy_forward(self) -> Callable[[np.ndarray], np.ndarray]:
+    def numpy_forward(self, lanes: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+        """Q-values of features ``[in]``, or with ``lanes`` of columns ``[S, in, E]`` (``[S, A, E]`` out)."""
         if not self.dueling:
-            q = _numpy_layers(self.q)
+            q = _numpy_layers(self.q, lanes)
             return lambda x: _numpy_relu_layers(x, q, relu_last=False)
-        value, advantage = _numpy_layers(self.value), _numpy_layers(self.advantage)
+        value, advantage = _numpy_layers(self.value, lanes), _numpy_layers(self.advantage, lanes)
+        mean = partial(np.mean, axis=-2, keepdims=True) if lanes else np.mean  # over actions
 
         def dueling(x: np.ndarray) -> np.ndarray:
             a = _numpy_relu_layers(x, advantage, relu_last=False)
-            return _numpy_relu_layers(x, value, relu_last=False) + a - a.mean()
+            return _numpy_relu_layers(x, value, relu_last=False) + a - mean(a)
 
         return dueling
 
@@ -88,12 +93,21 @@ class MLP(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.head(_relu_layers(obs.flatten(1).float(), self.torso, relu_last=True))
 
-    def numpy_forward(self) -> Callable[[np.ndarray], np.ndarray]:
+    def numpy_forward(self, lanes: bool = False) -> Callable[[np.ndarray], np.ndarray]:
         """Q-values ``[num_actions]`` of ONE observation, in numpy on the live CPU parameters (see
         ``_numpy_layers``). Acting needs one tiny forward per environment step, where torch's per-op dispatch
         (~5 µs an op) costs more than the arithmetic; numpy's costs ~1 µs. Same float32 math, other summation order.
+        ``lanes``: this module's parameters are stacked lanes (``agents.lanes``); observations ``[S, E, *obs_shape]``
+        give Q-values ``[S, E, num_actions]``.
         """
-        torso, head = _numpy_layers(self.torso), self.head.numpy_forward()
+        torso, head = _numpy_layers(self.torso, lanes), self.head.numpy_forward(lanes)
+        if lanes:  # lane k's observations as the columns of an [in, E] matrix, so `weight @ x + bias` still applies
+
+            def lane_columns(obs: np.ndarray) -> np.ndarray:
+                x = np.asarray(obs, np.float32).reshape(*obs.shape[:2], -1).transpose(0, 2, 1)
+                return head(_numpy_relu_layers(x, torso, relu_last=True)).transpose(0, 2, 1)
+
+            return lane_columns
         return lambda obs: head(_numpy_relu_layers(np.asarray(obs, np.float32).reshape(-1), torso, relu_last=True))
 
 

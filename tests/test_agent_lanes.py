@@ -1,0 +1,215 @@
+"""DQN lanes: S seeds trained in lockstep with stacked parameters must behave as S single-seed DQNs.
+
+Every lane is checked against a single-seed twin built from the same seed and fed the same batches: actions
+identical, TD errors and losses to 1e-6 relative, parameters to 1e-5. On this CPU the forward passes, TD errors,
+losses and gradients of a lane are bit for bit its twin's on the same parameters; fused Adam is not: its kernel
+takes the stacked tensor in other SIMD chunks than a lane alone (a vectorised body, a scalar tail), so a few
+parameter elements round differently in the last bit. Also: per-lane clipping, NaN isolation, the S = 1 adapters
+(bit for bit), the checkpoint round trip, and the MinAtar CNN."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from agents.dqn import DQN, LaneBatch
+from agents.networks import make_network
+
+SEEDS = [3, 5, 7, 9]
+
+
+def huber(td: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.huber_loss(td, torch.zeros_like(td), reduction="none")
+
+
+def _net(seed: int, kind: str, obs_shape: tuple[int, ...], num_actions: int, dueling: bool = False):
+    torch.manual_seed(seed)
+    return make_network(kind, obs_shape, num_actions, dueling=dueling, hidden=(32, 32))
+
+
+def _agents(kind="mlp", obs_shape=(4,), num_actions=3, dueling=False, seeds=SEEDS, **kwargs) -> tuple[DQN, list[DQN]]:
+    """A lanes agent over ``seeds`` and its single-seed twins, each network initialised from its seed."""
+    kwargs = {"lr": 1e-2, **kwargs}
+    lanes = DQN(
+        [_net(s, kind, obs_shape, num_actions, dueling) for s in seeds], num_actions, huber, seed=seeds, **kwargs
+    )
+    twins = [DQN(_net(s, kind, obs_shape, num_actions, dueling), num_actions, huber, seed=s, **kwargs) for s in seeds]
+    return lanes, twins
+
+
+def _obs(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    if len(shape) == 3:  # MinAtar: 0/1 channels
+        return (rng.random(shape) < 0.2).astype(np.float32)
+    return rng.normal(size=shape).astype(np.float32)
+
+
+def _batches(rng: np.random.Generator, num_lanes: int, obs_shape=(4,), num_actions=3, n=16) -> list[LaneBatch]:
+    """One single-seed batch per lane."""
+    return [
+        LaneBatch(
+            obs=torch.from_numpy(_obs(rng, (n, *obs_shape))),
+            actions=torch.from_numpy(rng.integers(0, num_actions, n)),
+            rewards=torch.from_numpy(rng.normal(size=n).astype(np.float32)),
+            next_obs=torch.from_numpy(_obs(rng, (n, *obs_shape))),
+            discounts=torch.from_numpy(np.where(rng.random(n) < 0.2, 0.0, 0.99).astype(np.float32)),
+            weights=torch.from_numpy(rng.uniform(0.2, 1.0, n).astype(np.float32)),
+        )
+        for _ in range(num_lanes)
+    ]
+
+
+def _stack(batches: list[LaneBatch]) -> LaneBatch:
+    return LaneBatch(*(torch.stack(fields) for fields in zip(*batches, strict=True)))
+
+
+def _lane_params(agent: DQN, k: int) -> list[torch.Tensor]:
+    return [p[k] for p in agent.params]
+
+
+def _assert_relative(actual: torch.Tensor, expected: torch.Tensor, rel: float) -> None:
+    """``max |actual − expected| <= rel · max |expected|``: relative to the tensor's scale, since a TD error near 0
+    (a cancellation) has no meaningful relative error of its own."""
+    assert (actual - expected).abs().max() <= rel * expected.abs().max(), (actual, expected)
+
+
+def _assert_lane_is_twin(lanes: DQN, twins: list[DQN], k: int, out, twin_out, param_rel: float = 1e-5) -> None:
+    _assert_relative(out.loss[k], twin_out.loss, 1e-6)
+    _assert_relative(out.td_errors[k], twin_out.td_errors, 1e-6)
+    torch.testing.assert_close(out.q_mean[k], twin_out.q_mean, rtol=1e-6, atol=1e-6)  # a mean of Q ~ 1: cancels
+    for p, q in zip(_lane_params(lanes, k), twins[k].params, strict=True):
+        _assert_relative(p, q, param_rel)
+
+
+def _run_in_lockstep(
+    lanes: DQN, twins: list[DQN], steps: int, obs_shape=(4,), num_actions=3, poison=None, param_rel=1e-5
+) -> None:
+    """``steps`` updates with act_lanes between them and target updates on the way, each lane against its twin;
+    ``poison = (lane, step)`` gives that lane NaN rewards from that step on (its twin is then no longer compared)."""
+    rng = np.random.default_rng(0)
+    epsilon = np.array([0.0, 0.3, 0.6, 1.0])[: lanes.num_seeds]
+    for step in range(steps):
+        num_envs = 1 + step % 3  # E = 1 takes act's path, E > 1 act_batch's
+        obs = _obs(rng, (lanes.num_seeds, num_envs, *obs_shape))
+        actions = lanes.act_lanes(obs, epsilon)
+        assert actions.dtype == np.int64 and actions.shape == (lanes.num_seeds, num_envs)
+        for k, twin in enumerate(twins):
+            np.testing.assert_array_equal(actions[k], twin.act_batch(obs[k], float(epsilon[k])))
+        batches = _batches(rng, lanes.num_seeds, obs_shape, num_actions)
+        if poison is not None and step >= poison[1]:
+            batches[poison[0]] = batches[poison[0]]._replace(
+                rewards=torch.full_like(batches[poison[0]].rewards, np.nan)
+            )
+        out = lanes.learn_lanes(_stack(batches))
+        for k, twin in enumerate(twins):
+            twin_out = twin.learn(batches[k])
+            if poison is None or k != poison[0]:
+                _assert_lane_is_twin(lanes, twins, k, out, twin_out, param_rel)
+        if step in (7, 13):
+            tau = 0.5 if step == 7 else 1.0
+            lanes.update_target(tau)
+            for twin in twins:
+                twin.update_target(tau)
+
+
+@pytest.mark.parametrize("dueling", [False, True])
+def test_lanes_match_single_seed_twins(dueling):
+    lanes, twins = _agents(dueling=dueling)
+    assert lanes.num_seeds == 4
+    _run_in_lockstep(lanes, twins, steps=20)
+    assert not lanes.nonfinite_lanes.any()
+
+
+def test_lane_td_errors_losses_and_gradients_are_bitwise_their_twins_on_this_cpu():
+    """Documents what the tolerances above allow for: on equal parameters, stacking changes no bit before Adam."""
+    lanes, twins = _agents()
+    batches = _batches(np.random.default_rng(1), 4)
+    out = lanes.learn_lanes(_stack(batches))
+    for k, twin in enumerate(twins):
+        twin_out = twin.learn(batches[k])
+        assert torch.equal(out.td_errors[k], twin_out.td_errors) and torch.equal(out.loss[k], twin_out.loss)
+        assert all(torch.equal(p.grad[k], q.grad) for p, q in zip(lanes.params, twin.params, strict=True))
+
+
+def test_gradient_norm_is_clipped_per_lane():
+    """Lane 1's huge TD errors are clipped to the max norm; lanes 0 and 2 take exactly their unclipped gradient."""
+    max_norm = 10.0
+    lanes, clipped = _agents(seeds=[3, 5, 7], max_grad_norm=max_norm)
+    unclipped = _agents(seeds=[3, 5, 7], max_grad_norm=None)[1]
+    lanes.td_loss = torch.square  # MSE: the gradient grows with the TD error
+    for twin in clipped + unclipped:
+        twin.td_loss = torch.square
+    batches = _batches(np.random.default_rng(2), 3)
+    batches[1] = batches[1]._replace(rewards=batches[1].rewards * 1e4)
+    lanes.learn_lanes(_stack(batches))
+    lane_norms = torch.linalg.vector_norm(torch.stack([p.grad.flatten(1).norm(dim=1) for p in lanes.params]), dim=0)
+    for k in range(3):
+        clipped[k].learn(batches[k])
+        unclipped[k].learn(batches[k])
+        twin_grads = [p.grad for p in (clipped if k == 1 else unclipped)[k].params]
+        for p, g in zip(lanes.params, twin_grads, strict=True):
+            torch.testing.assert_close(p.grad[k], g, rtol=1e-6, atol=1e-7)
+    raw_norms = [torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in u.params])) for u in unclipped]
+    assert raw_norms[0] < max_norm and raw_norms[2] < max_norm and raw_norms[1] > 100 * max_norm
+    torch.testing.assert_close(lane_norms[1], torch.tensor(max_norm), rtol=1e-5, atol=0)
+
+
+def test_a_nan_in_one_lane_leaves_the_others_alone():
+    lanes, twins = _agents()
+    _run_in_lockstep(lanes, twins, steps=12, poison=(2, 4))
+    assert lanes.nonfinite_lanes.tolist() == [False, False, True, False]
+    assert torch.isnan(lanes.params[0][2]).any() and all(torch.isfinite(p[[0, 1, 3]]).all() for p in lanes.params)
+
+
+def test_one_seed_lane_methods_are_the_single_seed_methods_bit_for_bit():
+    (single,), (twin,) = (_agents(seeds=[3])[1], _agents(seeds=[3])[1])
+    assert single.num_seeds == 1 and single.nonfinite_lanes.shape == (1,)
+    rng = np.random.default_rng(3)
+    for step in range(6):
+        obs = _obs(rng, (1, 1 + step % 2, 4))
+        np.testing.assert_array_equal(single.act_lanes(obs, 0.5), twin.act_batch(obs[0], 0.5)[None])
+        batch = _batches(rng, 1)[0]
+        out, twin_out = single.learn_lanes(_stack([batch])), twin.learn(batch)
+        assert out.loss.shape == (1,) and out.td_errors.shape == (1, 16) and out.q_mean.shape == (1,)
+        assert torch.equal(out.loss[0], twin_out.loss) and torch.equal(out.td_errors[0], twin_out.td_errors)
+        assert torch.equal(out.q_mean[0], twin_out.q_mean)
+    assert all(torch.equal(p, q) for p, q in zip(single.params, twin.params, strict=True))
+    assert single.state_dict().keys() == twin.state_dict().keys() and isinstance(single.state_dict()["rng"], dict)
+
+
+def test_state_dict_round_trip_restores_every_lane():
+    lanes, _ = _agents()
+    _run_in_lockstep(lanes, [], steps=3)
+    buffer = io.BytesIO()
+    torch.save(lanes.state_dict(), buffer)  # as checkpoints do: tensors and plain data, loaded with weights_only
+    buffer.seek(0)
+    restored, _ = _agents(seeds=[11, 12, 13, 14])
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        obs = _obs(rng, (4, 2, 4))
+        np.testing.assert_array_equal(restored.act_lanes(obs, 0.5), lanes.act_lanes(obs, 0.5))
+        batch = _stack(_batches(rng, 4))
+        assert torch.equal(restored.learn_lanes(batch).td_errors, lanes.learn_lanes(batch).td_errors)
+    assert all(torch.equal(p, q) for p, q in zip(restored.params, lanes.params, strict=True))
+    targets = zip(restored.target_net.parameters(), lanes.target_net.parameters(), strict=True)
+    assert all(torch.equal(p, q) for p, q in targets)
+
+
+def test_minatar_cnn_lanes_match_their_twins():
+    """The vmapped convolution sums in another order than a lane's own (TD errors ~1e-7 relative, gradients ~1e-6),
+    and Adam's first steps, about lr · sign(g), amplify that where |g| is near its eps: parameters agree to 1e-3
+    relative, actions exactly, TD errors and losses to 1e-6."""
+    shape = (4, 10, 10)
+    lanes, twins = _agents("minatar", shape, num_actions=3, seeds=[3, 5])
+    assert lanes._numpy_q is None  # the vmapped torch forward acts
+    _run_in_lockstep(lanes, twins, steps=3, obs_shape=shape, param_rel=1e-3)
+
+
+def test_compile_with_several_seeds_is_refused_and_counts_must_match():
+    with pytest.raises(ValueError, match="compile supports one seed"):
+        _agents(seeds=[3, 5], compile=True)
+    with pytest.raises(ValueError, match="2 networks but 3 seeds"):
+        DQN([_net(3, "mlp", (4,), 2), _net(5, "mlp", (4,), 2)], 2, huber, seed=[1, 2, 3])
