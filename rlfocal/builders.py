@@ -11,19 +11,29 @@ import torch
 
 from agents.dqn import DQN
 from agents.networks import make_network
+from rlfocal.arms import arm_label
 from rlfocal.config import Config, ConfigError
 from rlfocal.gauge import analogy_gauge
-from rlfocal.losses import FocalLossConfig, arm_label
+from rlfocal.losses import FocalLossConfig
 from rlfocal.replay import PERConfig, PrioritizedSampler, ReplayBuffer, TransitionStorage
+from rlfocal.replay.lanes import LaneReplay
 
 
 def arm_name(cfg: Config) -> str:
     """The study arm as a short label, e.g. ``per+huber`` or ``uniform+focal(gamma=2,tau=auto)``."""
-    return arm_label(cfg.replay.name, dataclasses.asdict(cfg.loss))
+    return arm_label(dataclasses.asdict(cfg.replay), dataclasses.asdict(cfg.loss), dataclasses.asdict(cfg.agent))
 
 
-def make_replay(cfg: Config, obs_shape: tuple[int, ...], obs_dtype, total_updates: int) -> ReplayBuffer:
-    """The sampler named by ``cfg.replay`` over storage shaped for the environment (frame dedup for stacks)."""
+def make_lane_replay(cfg: Config, seeds: list[int], obs_shape: tuple[int, ...], obs_dtype, total_updates: int):
+    """One replay buffer per seed lane (each its own storage, sampler and generator), behind ``LaneReplay``."""
+    return LaneReplay([make_replay(cfg, obs_shape, obs_dtype, total_updates, seed) for seed in seeds])
+
+
+def make_replay(
+    cfg: Config, obs_shape: tuple[int, ...], obs_dtype, total_updates: int, seed: int | None = None
+) -> ReplayBuffer:
+    """The sampler named by ``cfg.replay`` over storage shaped for the environment (frame dedup for stacks),
+    drawing from a generator seeded ``seed`` (default ``cfg.seed``)."""
     frame_stack = obs_shape[0] if len(obs_shape) == 3 and obs_shape[1:] == (84, 84) else 1
     storage = TransitionStorage(
         cfg.replay.capacity,
@@ -33,7 +43,7 @@ def make_replay(cfg: Config, obs_shape: tuple[int, ...], obs_dtype, total_update
         gamma=cfg.agent.gamma,
         frame_stack=frame_stack,
     )
-    return ReplayBuffer(storage, cfg.replay.build(storage.capacity, total_updates), cfg.seed)
+    return ReplayBuffer(storage, cfg.replay.build(storage.capacity, total_updates), cfg.seed if seed is None else seed)
 
 
 def make_gauge(cfg: Config, buffer: ReplayBuffer) -> Callable[[DQN], dict[str, float]]:
@@ -84,19 +94,23 @@ def resolve_device(device: str) -> torch.device:
 
 
 def make_agent(cfg: Config, obs_shape: tuple[int, ...], num_actions: int, device: torch.device) -> DQN:
+    """The learner; with ``num_seeds`` S > 1, S lanes whose networks are initialised as each seed's own run."""
     a = cfg.agent
-    torch.manual_seed(cfg.seed)
-    net = make_network(a.network, obs_shape, num_actions, dueling=a.dueling, hidden=tuple(a.hidden))
+    seeds = [cfg.seed + k for k in range(cfg.num_seeds)]
+    nets = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        nets.append(make_network(a.network, obs_shape, num_actions, dueling=a.dueling, hidden=tuple(a.hidden)))
     return DQN(
-        net,
+        nets[0] if len(nets) == 1 else nets,
         num_actions,
         cfg.loss.build(),
-        lr=a.lr,
+        lr=a.lr * a.lr_scale,
         adam_eps=a.adam_eps,
         double=a.double,
         max_grad_norm=a.max_grad_norm,
         device=device,
-        seed=cfg.seed,
+        seed=seeds[0] if len(seeds) == 1 else seeds,
         compile=a.compile,
         amp=a.amp,
     )

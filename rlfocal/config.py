@@ -16,11 +16,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
-from rlfocal.losses import TD_LOSS_CONFIGS, TDLossConfig, arm_label
+from rlfocal.losses import TD_LOSS_CONFIGS, TDLossConfig
 from rlfocal.params import ConfigError, check_fields, describe, fail, param
 from rlfocal.replay.samplers import SAMPLER_CONFIGS, SamplerConfig
 
-__all__ = ["Config", "ConfigError", "arm_label", "register_configs", "validate"]
+__all__ = ["Config", "ConfigError", "register_configs", "validate"]
 
 
 @dataclass
@@ -47,6 +47,7 @@ class AgentConfig:
     gamma: float = param(0.99, "discount per environment step", low=0.0, high=1.0)
     n_step: int = param(1, "n-step returns, folded in at insertion", unit="env steps", low=1)
     lr: float = param(2.5e-4, "Adam learning rate", low=0.0, strict=True)
+    lr_scale: float = param(1.0, "factor on agent.lr (the study's step-size controls: 2, 4)", low=0.0, strict=True)
     adam_eps: float = param(1e-8, "Adam epsilon", low=0.0, strict=True)
     batch_size: int = param(128, "transitions per gradient step", unit="transitions", low=1)
     learning_starts: int = param(1000, "random-policy steps before the first update", unit="env steps", low=0)
@@ -102,6 +103,7 @@ class Config:
     logger: LoggerConfig = MISSING
     gauge: GaugeConfig = field(default_factory=GaugeConfig)
     seed: int = param(0, "seeds env, network init, exploration and replay")
+    num_seeds: int = param(1, "seeds trained together in lockstep: seed, seed + 1, ..., seed + num_seeds − 1", low=1)
     total_steps: int = param(50_000, "length of the run", unit="env steps", low=1)
     device: str = param("auto", "auto (cuda when available), cpu, cuda or cuda:N")
     resume: Any = param(
@@ -122,6 +124,8 @@ class Config:
         check_fields(self, "")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             fail("device", self.device, "one of auto, cpu, cuda, cuda:N")
+        if self.num_seeds > 1 and self.agent.compile:
+            fail("agent.compile", True, "must be false with num_seeds > 1 (the stacked update is not compiled)")
         if self.replay.capacity < self.agent.batch_size:
             fail("replay.capacity", self.replay.capacity, f"must be >= agent.batch_size={self.agent.batch_size}")
 

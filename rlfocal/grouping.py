@@ -17,7 +17,9 @@ from typing import Any
 
 SEED_KEYS = frozenset({"seed"})
 # settings of how a run is executed or recorded, not of what it measures
-FREE_KEYS = frozenset({"resume", "progress", "device", "torch_threads", "checkpoint_every", "save_replay"})
+FREE_KEYS = frozenset(
+    {"resume", "progress", "device", "torch_threads", "checkpoint_every", "save_replay", "num_seeds", "replay.deferred"}
+)
 FREE_PREFIXES = ("logger.", "hydra.")
 PATH_LEAF = re.compile(r"(^|_)(dir|path)$")  # run_dir, output_dir, ...: where a run was written
 RENAMED = {"replay.kind": "replay.name"}  # runs made before 2026-12 name their sampler replay.kind

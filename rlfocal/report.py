@@ -16,7 +16,7 @@ Choices, also stated in the report itself:
   environments (``KNOWN_RANGES``), otherwise min–max over every logged value of the metric in that environment.
   CIs: stratified bootstrap over runs within environments (``rlfocal.stats``).
 - Runs without ``summary.json`` (unfinished or still running) are included, marked, and listed in a note; their
-  arm label comes from ``config.yaml`` by the same rule training uses (``rlfocal.losses.arm_label``).
+  arm label comes from ``config.yaml`` by the same rule training uses (``rlfocal.arms.arm_label``).
 - Pooling: runs are pooled over seeds only when their resolved ``config.yaml`` agree on every other setting
   (``rlfocal.grouping``); groups sharing an environment and arm label are labelled by the keys that differ, and
   the report (and stdout) lists which runs went where. A group of one run gets its value and no CI.

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from rlfocal.arms import arm_label
 from rlfocal.grouping import comparable
-from rlfocal.losses import arm_label
 
 TRAIN_RETURN = "charts/episodic_return"
 
@@ -105,8 +105,7 @@ def load_run(path: Path) -> Run:
             raise ReportError("summary.json is not a JSON object")
     try:
         env = summary.get("env") or cfg["env"]["name"]
-        sampler = cfg["replay"].get("name") or cfg["replay"]["kind"]  # "kind" in runs made before 2026-12
-        arm = summary.get("arm") or arm_label(sampler, cfg["loss"])
+        arm = summary.get("arm") or arm_label(cfg["replay"], cfg["loss"], cfg.get("agent"))
     except (KeyError, TypeError, AttributeError):
         raise ReportError("config.yaml lacks env.name, replay.name or loss.name") from None
     seed = summary.get("seed", cfg.get("seed"))

@@ -148,8 +148,16 @@ class RunLogger:
     """Fans a metrics row out to CSV (always) and wandb (``kind='wandb'``), and drives the progress line."""
 
     def __init__(
-        self, run_dir: Path, cfg, arm: str, config_dict: dict, resume_step: int | None, state: dict | None = None
+        self,
+        run_dir: Path,
+        cfg,
+        arm: str,
+        config_dict: dict,
+        resume_step: int | None,
+        state: dict | None = None,
+        seed: int | None = None,
     ) -> None:
+        seed = cfg.seed if seed is None else seed  # one seed lane's logger (num_seeds > 1)
         self.csv = CSVLog(run_dir / "metrics.csv", resume_step)
         self.wandb = None
         self.state = dict(state or {})  # what a resumed run needs again (the wandb run id)
@@ -159,13 +167,13 @@ class RunLogger:
                 run_dir,
                 cfg.logger.project,
                 group,
-                f"{arm}-s{cfg.seed}",
+                f"{arm}-s{seed}",
                 cfg.logger.mode,
                 config_dict,
                 self.state.get("wandb_id"),
             )
             self.state["wandb_id"] = self.wandb.run_id
-        label = f"{cfg.env.name} {arm} seed {cfg.seed}"
+        label = f"{cfg.env.name} {arm} seed {seed}"
         self.progress = Progress(cfg.total_steps, resume_step or 0, cfg.progress, label, cfg.agent.learning_starts)
 
     def write(self, row: dict[str, Any]) -> None:

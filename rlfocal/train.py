@@ -1,20 +1,22 @@
 """``python -m rlfocal.train env=... replay=... loss=...``: train one arm of the study on one environment.
 
-``build_run`` makes the pieces (environments, replay, agent, logger, resume state); ``train`` is the loop, which
-reads top to bottom as in CleanRL: act → store → sample → learn → update priorities → log. The run directory
-(Hydra's; ``hydra.run.dir=...`` sets it) receives ``config.yaml``, ``metrics.csv``, ``checkpoints/``, and at the
-end ``curve.png`` and ``summary.json``. SIGTERM/SIGINT write a checkpoint and exit; ``resume=true`` continues from
-it to the same ``total_steps``; a NaN/inf loss stops the run and keeps the last good checkpoint.
+``build_run`` makes the pieces (environments, replay, agent, loggers, resume state); ``train`` is the loop, which
+reads top to bottom as in CleanRL: act → store → sample → learn → update priorities → log. ``num_seeds=S`` trains
+seeds ``seed .. seed + S − 1`` as S independent agents in lockstep ("lanes": stacked networks, one replay and one
+environment set per seed) through the same loop; ``num_seeds=1`` is the single-seed run. The run directory
+(Hydra's; ``hydra.run.dir=...`` sets it) receives ``config.yaml``, ``metrics.csv`` (with S > 1: one ``seed_<k>/``
+directory each), ``checkpoints/`` (one for the batch), and at the end ``curve.png`` and ``summary.json``.
+SIGTERM/SIGINT write a checkpoint and exit; ``resume=true`` continues from it to the same ``total_steps``; a NaN/inf
+loss stops its seed (the run, when it is the only one) and keeps the last good checkpoint.
 """
 
 from __future__ import annotations
 
-import math
 import signal
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -31,7 +33,7 @@ from rlfocal.builders import (
     linear_schedule,
     make_agent,
     make_gauge,
-    make_replay,
+    make_lane_replay,
     resolve_device,
     set_determinism,
 )
@@ -39,45 +41,18 @@ from rlfocal.checkpoint import CheckpointError, load_checkpoint, previous_path, 
 from rlfocal.cli import preflight
 from rlfocal.config import Config, ConfigError, register_configs, validate
 from rlfocal.envs import EnvArgumentError, check_env, make_env
-from rlfocal.envs.vector import make_vec_env
+from rlfocal.envs.lanes import make_lane_envs
+from rlfocal.evaluation import evaluate_lanes
 from rlfocal.extras import MissingExtra, require_extra
 from rlfocal.metrics import prefixed
-from rlfocal.replay import ReplayBuffer
 from rlfocal.replay.deferred import DeferredPriorities
+from rlfocal.replay.lanes import LaneReplay
 from rlfocal.rundir import RunDirLock, RunDirLocked
+from rlfocal.runstate import Counters, Lane, LogWindow, StopFlag
 
 
 class NonFiniteLoss(RuntimeError):
     """The TD loss or TD errors became NaN/inf."""
-
-
-@dataclass
-class Counters:
-    """What a checkpoint must restore besides the agent and the replay."""
-
-    global_step: int = 0
-    updates: int = 0
-    episodes: int = 0
-    gauge_updates: int = 0  # counters.updates at the last gauge reading
-    wall_time_s: float = 0.0  # training time of the run's earlier parts (resumed runs report the whole run)
-    start_step: int = 0  # global_step when this part began
-    logger: dict = field(default_factory=dict)
-
-
-class StopFlag:
-    """Set by SIGTERM/SIGINT; the loop (and evaluation) checks it and stops at a clean point."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def _handle(self, signum, frame) -> None:
-        self.signum = signum
-
-    def restore(self) -> None:
-        """Put back the handlers that were there before, so a caller of ``run`` gets its signals back."""
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 @dataclass
@@ -86,13 +61,11 @@ class Run:
 
     cfg: Config
     run_dir: Path
-    envs: object
-    eval_env: object
-    eval_rng: np.random.Generator
-    buffer: ReplayBuffer
+    envs: object  # make_lane_envs: [S, E] environments
+    buffer: LaneReplay
     agent: DQN
-    gauge: object
-    log: runlog.RunLogger
+    gauge: object  # None with several seeds
+    lanes: list[Lane]
     counters: Counters
     arm: str
     device: torch.device
@@ -105,6 +78,10 @@ class Run:
     @property
     def ckpt_path(self) -> Path:
         return self.run_dir / "checkpoints" / "last.pt"
+
+    def live(self) -> list[int]:
+        """Seed lanes still training (not stopped by a NaN/inf loss)."""
+        return [k for k in range(len(self.lanes)) if k not in self.counters.stopped]
 
 
 def gradient_steps_due(prev: int, step: int, learning_starts: int, train_freq: int) -> int:
@@ -128,63 +105,17 @@ def exploration_epsilon(cfg: Config, step: int) -> float:
     return linear_schedule(a.eps_start, a.eps_end, int(a.eps_fraction * cfg.total_steps), step)
 
 
-def evaluate(agent, env, episodes: int, epsilon: float, rng: np.random.Generator, stop: StopFlag | None = None):
-    """Mean and std of the return of the ε-greedy policy over whole episodes (exploration draws from ``rng``);
-    (NaN, NaN) if a stop signal arrives mid-way, so a SIGTERM is answered within one environment step."""
-    returns = []
-    for _ in range(episodes):
-        obs, _ = env.reset()
-        done, total = False, 0.0
-        while not done:
-            if stop is not None and stop.signum is not None:
-                return math.nan, math.nan
-            obs, reward, term, trunc, _ = env.step(agent.act(obs, epsilon, rng))
-            total += float(reward)
-            done = term or trunc
-        returns.append(total)
-    return float(np.mean(returns)), float(np.std(returns))
-
-
-class LogWindow:
-    """What a metrics row summarises: episodes finished, the last evaluation and throughput since the last row."""
-
-    def __init__(self, step: int) -> None:
-        self.returns: list[float] = []
-        self.lengths: list[int] = []
-        self.eval = (math.nan, math.nan)
-        self.t0, self.s0 = time.perf_counter(), step
-
-    def add_episodes(self, episodes) -> None:
-        for _, episode_return, episode_length in episodes:  # whole games: raw scores, even on Atari
-            self.returns.append(episode_return)
-            self.lengths.append(episode_length)
-
-    def row(self, step: int) -> dict[str, float]:
-        """The window's part of a row, then start the next window."""
-        now = time.perf_counter()
-        row = {
-            "charts/episodic_return": float(np.mean(self.returns)) if self.returns else math.nan,
-            "charts/episodic_length": float(np.mean(self.lengths)) if self.lengths else math.nan,
-            "charts/SPS": (step - self.s0) / max(now - self.t0, 1e-9),
-            "eval/return": self.eval[0],
-            "eval/return_std": self.eval[1],
-        }
-        self.__init__(step)
-        self.t0 = now
-        return row
-
-
 def learn_step(r: Run):
-    """One gradient step on a sampled batch; TD errors go back to the sampler. Returns (learn output, weights)."""
+    """One gradient step per seed lane on sampled batches; TD errors go back to the samplers."""
     batch = r.buffer.sample_torch(r.cfg.agent.batch_size, r.device)
-    out = r.agent.learn(batch)
+    out = r.agent.learn_lanes(batch)
     r.counters.updates += 1
     if r.cfg.replay.prioritized:
         try:
             if r.deferred is not None:
-                r.deferred.push(batch.indices, out.td_errors)
+                r.deferred.push(batch.indices[0], out.td_errors[0])
             else:
-                r.buffer.update_priorities(batch.indices, out.td_errors)
+                stop_lanes(r, r.buffer.update_priorities(batch.indices, out.td_errors, lanes=r.live()))
         except ValueError as err:
             raise NonFiniteLoss(str(err)) from None
     return out, batch.weights
@@ -199,20 +130,41 @@ def flush_priorities(r: Run) -> None:
             raise NonFiniteLoss(str(err)) from None
 
 
-def metrics_row(r: Run, step: int, epsilon: float, window: LogWindow, last) -> dict[str, float]:
-    """One row of ``metrics.csv``: the window, the last gradient step, the sampler and, when due, the gauge."""
+def check_finite(r: Run) -> None:
+    """Stop the seed lanes whose loss went NaN/inf (one host sync)."""
+    stop_lanes(r, [int(k) for k in np.flatnonzero(r.agent.nonfinite_lanes.cpu().numpy())])
+
+
+def stop_lanes(r: Run, lanes: list[int]) -> None:
+    """Mark these seed lanes stopped (they act on, unlogged, in lockstep); stop the run when none is left."""
+    new = [k for k in lanes if k not in r.counters.stopped]
+    if new and len(new) + len(r.counters.stopped) == len(r.lanes):
+        raise NonFiniteLoss("loss became NaN/inf")
+    for k in new:
+        r.counters.stopped.append(k)
+        step = r.counters.global_step
+        print(f"seed {r.lanes[k].seed}: loss became NaN/inf at step {step:,}; that seed stops, the others go on")
+
+
+def metrics_row(r: Run, k: int, step: int, epsilon: float, last) -> dict[str, float]:
+    """Seed lane k's row of ``metrics.csv``: its window, last gradient step, sampler and, when due, the gauge."""
     c = r.counters
-    row = {"global_step": step, "charts/episodes": c.episodes, "charts/epsilon": epsilon, "charts/updates": c.updates}
-    row |= window.row(step)
-    row["replay/size"] = len(r.buffer)
+    row = {
+        "global_step": step,
+        "charts/episodes": c.episodes[k],
+        "charts/epsilon": epsilon,
+        "charts/updates": c.updates,
+    }
+    row |= r.lanes[k].window.row(step)
+    row["replay/size"] = len(r.buffer.lanes[k])
     if last is not None:
         out, weights = last
-        row["losses/td_loss"] = float(out.loss)
-        row["losses/q_values"] = float(out.q_mean)
-        row["losses/td_abs"] = float(out.td_errors.abs().mean())
-        row["replay/is_weight_min"] = float(weights.min())
-    row |= prefixed("replay", r.buffer.stats())
-    if r.cfg.gauge.every and c.updates - c.gauge_updates >= r.cfg.gauge.every:
+        row["losses/td_loss"] = float(out.loss[k])
+        row["losses/q_values"] = float(out.q_mean[k])
+        row["losses/td_abs"] = float(out.td_errors[k].abs().mean())
+        row["replay/is_weight_min"] = float(weights[k].min())
+    row |= prefixed("replay", r.buffer.lanes[k].stats())
+    if r.gauge is not None and r.cfg.gauge.every and c.updates - c.gauge_updates >= r.cfg.gauge.every:
         flush_priorities(r)
         row |= prefixed("gauge", r.gauge(r.agent))
         c.gauge_updates = c.updates
@@ -220,10 +172,9 @@ def metrics_row(r: Run, step: int, epsilon: float, window: LogWindow, last) -> d
 
 
 def checkpoint(r: Run) -> None:
-    if bool(r.agent.nonfinite):  # one host sync, only when logging or checkpointing
-        raise NonFiniteLoss("loss became NaN/inf")
+    check_finite(r)
     flush_priorities(r)
-    r.counters.logger = r.log.state
+    r.counters.logger = [lane.log.state for lane in r.lanes]
     r.counters.wall_time_s = r.wall_base + time.perf_counter() - r.t_start
     buffer = r.buffer if r.cfg.save_replay else None
     save_checkpoint(r.ckpt_path, r.agent, buffer, vars(r.counters), r.config_dict)
@@ -237,18 +188,19 @@ def train(r: Run) -> None:
     # learn once the buffer holds learning_starts transitions: true anyway in a fresh run, and after a resume
     # without the saved replay it keeps the first updates off a near-empty buffer
     warm = max(a.batch_size, min(a.learning_starts, cfg.replay.capacity))
-    obs = r.envs.reset(seed=cfg.seed + c.global_step) if c.global_step else r.envs.reset()
+    obs = r.envs.reset(seed=cfg.seed + c.global_step) if c.global_step else r.envs.reset()  # [S, E, ...]
     step = prev = c.global_step
-    window, last = LogWindow(step), None
+    last = None
     while step < cfg.total_steps and r.stop.signum is None:
-        # act in every environment and store the steps (each env is its own n-step stream)
+        # act in every environment of every seed and store the steps (each env is its own n-step stream)
         epsilon = exploration_epsilon(cfg, step)
-        actions = r.agent.act_batch(obs, epsilon)
+        actions = r.agent.act_lanes(obs, epsilon)
         out = r.envs.step(actions)
         r.buffer.add_batch(obs, actions, out.rewards, out.next_obs, out.terminated, out.truncated, env_ids)
         obs = out.obs
-        window.add_episodes(out.episodes)
-        c.episodes += len(out.episodes)
+        for k, lane in enumerate(r.lanes):
+            lane.window.add_episodes(out.episodes[k])
+            c.episodes[k] += len(out.episodes[k])
         prev, step = step, step + n
         c.global_step = step
 
@@ -262,32 +214,39 @@ def train(r: Run) -> None:
         # evaluate (always at the end, so the final return is never missing), log, checkpoint
         done = step >= cfg.total_steps
         if (cfg.eval_every and crossed(prev, step, cfg.eval_every)) or done:
-            window.eval = evaluate(r.agent, r.eval_env, cfg.eval_episodes, cfg.eval_epsilon, r.eval_rng, r.stop)
+            envs, rngs = [lane.eval_env for lane in r.lanes], [lane.eval_rng for lane in r.lanes]
+            results = evaluate_lanes(r.agent, envs, cfg.eval_episodes, cfg.eval_epsilon, rngs, r.stop)
+            for lane, result in zip(r.lanes, results, strict=True):
+                lane.window.eval = result
         if crossed(prev, step, cfg.logger.log_every) or done:
-            if bool(r.agent.nonfinite):
-                raise NonFiniteLoss("loss became NaN/inf")
-            r.log.write(metrics_row(r, step, epsilon, window, last))
+            check_finite(r)
+            for k in r.live():
+                r.lanes[k].log.write(metrics_row(r, k, step, epsilon, last))
         if crossed(prev, step, cfg.checkpoint_every) or done:
             checkpoint(r)
 
 
+def seed_dirs(run_dir: Path, seeds: list[int]) -> list[Path]:
+    """Each seed's run directory: the run directory itself for one seed, else ``seed_<k>/`` inside it."""
+    return [run_dir] if len(seeds) == 1 else [run_dir / f"seed_{s}" for s in seeds]
+
+
 def build_run(cfg: Config, run_dir: Path, config_dict: dict) -> Run:
-    """Environments, replay, agent, gauge and logger for ``cfg``; restores the checkpoint when resuming."""
+    """Environments, replay, agent, gauge and loggers for ``cfg``; restores the checkpoint when resuming."""
     torch.set_num_threads(cfg.torch_threads)
     set_determinism(cfg.deterministic)
     device = resolve_device(cfg.device)
-    n = cfg.env.num_envs
-    envs = make_vec_env(cfg.env.name, cfg.seed, n, mode=cfg.env.vector_mode, train=True, **cfg.env.kwargs)
-    eval_env = make_env(cfg.env.name, cfg.seed + 10_000, train=False, **cfg.env.kwargs)
+    seeds = [cfg.seed + k for k in range(cfg.num_seeds)]
+    envs = make_lane_envs(cfg.env.name, seeds, cfg.env.num_envs, mode=cfg.env.vector_mode, train=True, **cfg.env.kwargs)
     obs_shape, obs_dtype = envs.single_observation_space.shape, envs.single_observation_space.dtype
     a = cfg.agent
     total_updates = max(0, cfg.total_steps - a.learning_starts) // a.train_freq
-    buffer = make_replay(cfg, obs_shape, obs_dtype, total_updates)
+    buffer = make_lane_replay(cfg, seeds, obs_shape, obs_dtype, total_updates)
     agent = make_agent(cfg, obs_shape, int(envs.single_action_space.n), device)
     warn_if_too_short(cfg)
 
     ckpt_path = run_dir / "checkpoints" / "last.pt"
-    counters, resume_step = Counters(), None
+    counters, resume_step = Counters(episodes=[0] * len(seeds), logger=[{} for _ in seeds]), None
     have_checkpoint = ckpt_path.exists() or previous_path(ckpt_path).exists()
     if cfg.resume is True and not have_checkpoint:
         raise CheckpointError(f"resume=true but {ckpt_path.parent} holds no checkpoint (resume=auto starts afresh)")
@@ -297,20 +256,27 @@ def build_run(cfg: Config, run_dir: Path, config_dict: dict) -> Run:
         buffer.truncate_streams()  # the interrupted episode ends here; fresh environments follow
         print(f"resuming {run_dir} at step {resume_step:,} of {cfg.total_steps:,}")
     counters.start_step = counters.global_step
-    OmegaConf.save(OmegaConf.create(config_dict), run_dir / "config.yaml")
     arm = arm_name(cfg)
-    log = runlog.RunLogger(run_dir, cfg, arm, config_dict, resume_step, counters.logger)
-    eval_rng = np.random.default_rng(cfg.seed + 10_000)  # evaluation observes; it never draws from training's RNG
-    gauge = make_gauge(cfg, buffer)
-    r = Run(cfg, run_dir, envs, eval_env, eval_rng, buffer, agent, gauge, log, counters, arm, device, config_dict)
+    lanes = []
+    for k, (seed, lane_dir) in enumerate(zip(seeds, seed_dirs(run_dir, seeds), strict=True)):
+        lane_dir.mkdir(parents=True, exist_ok=True)
+        lane_config = {**config_dict, "seed": seed}
+        OmegaConf.save(OmegaConf.create(lane_config), lane_dir / "config.yaml")
+        log = runlog.RunLogger(lane_dir, cfg, arm, lane_config, resume_step, counters.logger[k], seed=seed)
+        eval_env = make_env(cfg.env.name, seed + 10_000, train=False, **cfg.env.kwargs)
+        lanes.append(
+            Lane(seed, lane_dir, log, LogWindow(counters.global_step), eval_env, np.random.default_rng(seed + 10_000))
+        )
+    gauge = make_gauge(cfg, buffer.lanes[0]) if len(seeds) == 1 else None
+    r = Run(cfg, run_dir, envs, buffer, agent, gauge, lanes, counters, arm, device, config_dict)
     deferred = cfg.replay.deferred is True or (cfg.replay.deferred == "auto" and device.type == "cuda")
-    if cfg.replay.prioritized and deferred:
-        r.deferred = DeferredPriorities(buffer)
+    if cfg.replay.prioritized and deferred and len(seeds) == 1:
+        r.deferred = DeferredPriorities(buffer.lanes[0])
     return r
 
 
 def warn_if_too_short(cfg: Config) -> None:
-    """Say at the start when a run cannot learn anything: no gradient step, or no evaluation before the end."""
+    """Say at the start when a run cannot learn anything (no gradient step), and what several seeds leave out."""
     a = cfg.agent
     if gradient_steps_due(0, cfg.total_steps, a.learning_starts, a.train_freq) == 0:
         warnings.warn(
@@ -318,6 +284,8 @@ def warn_if_too_short(cfg: Config) -> None:
             f"agent.train_freq={a.train_freq}): this run only measures a random policy",
             stacklevel=2,
         )
+    if cfg.num_seeds > 1 and cfg.gauge.every:
+        warnings.warn("the analogy gauge reads one seed's agent: it is off with num_seeds > 1", stacklevel=2)
 
 
 def run(cfg: Config, run_dir: Path, config_dict: dict, command: str = "python -m rlfocal.train ...") -> dict:
@@ -330,11 +298,10 @@ def run(cfg: Config, run_dir: Path, config_dict: dict, command: str = "python -m
         try:
             train(r)
         except NonFiniteLoss as err:
-            r.log.close()
+            close_logs(r)
             good = f"the last good checkpoint is {r.ckpt_path}" if r.ckpt_path.exists() else "no checkpoint was written"
-            msg = (
-                f"stopped at step {r.counters.global_step:,}: {err}. Lower agent.lr or check the loss settings; {good}."
-            )
+            step = r.counters.global_step
+            msg = f"stopped at step {step:,}: {err}. Lower agent.lr or check the loss settings; {good}."
             print(f"\n{msg}", file=sys.stderr)
             raise NonFiniteLoss(msg) from None
         finally:
@@ -343,7 +310,7 @@ def run(cfg: Config, run_dir: Path, config_dict: dict, command: str = "python -m
 
         if r.stop.signum is not None:
             checkpoint(r)
-            r.log.close()
+            close_logs(r)
             name = signal.Signals(r.stop.signum).name
             print(
                 f"\n{name} at step {r.counters.global_step:,}: checkpoint written to {r.ckpt_path}; continue with\n"
@@ -353,28 +320,49 @@ def run(cfg: Config, run_dir: Path, config_dict: dict, command: str = "python -m
         return finish(r)
 
 
+def close_logs(r: Run) -> None:
+    for lane in r.lanes:
+        lane.log.close()
+
+
 def finish(r: Run) -> dict:
-    """Close everything, then write ``curve.png`` and ``summary.json`` and print the summary."""
+    """Close everything, then write each seed's ``curve.png`` and ``summary.json`` and print the summary (with
+    several seeds: one line per seed, and which stopped)."""
     cfg, c = r.cfg, r.counters
-    r.log.close()
+    close_logs(r)
     r.envs.close()
-    r.eval_env.close()
-    metrics = r.run_dir / "metrics.csv"
-    runlog.plot_curve(metrics, r.run_dir / "curve.png", f"{cfg.env.name}: {r.arm}, seed {cfg.seed}")
-    extra = {
-        "arm": r.arm,
-        "env": cfg.env.name,
-        "seed": cfg.seed,
-        "updates": c.updates,
-        "sps": c.global_step / max(c.wall_time_s, 1e-9),
-        "wall_time_s": c.wall_time_s,
-        "eval_episodes": cfg.eval_episodes,
-        "run_dir": str(r.run_dir),
-    }
-    summary = runlog.summarize(metrics, extra)
-    runlog.write_json(r.run_dir / "summary.json", summary)
-    runlog.print_summary(summary)
-    return summary
+    summaries = []
+    for k, lane in enumerate(r.lanes):
+        lane.eval_env.close()
+        metrics = lane.run_dir / "metrics.csv"
+        runlog.plot_curve(metrics, lane.run_dir / "curve.png", f"{cfg.env.name}: {r.arm}, seed {lane.seed}")
+        extra = {
+            "arm": r.arm,
+            "env": cfg.env.name,
+            "seed": lane.seed,
+            "updates": c.updates,
+            "sps": c.global_step / max(c.wall_time_s, 1e-9),
+            "wall_time_s": c.wall_time_s,
+            "eval_episodes": cfg.eval_episodes,
+            "stopped_nonfinite": k in c.stopped,
+            "num_seeds": cfg.num_seeds,
+            "run_dir": str(lane.run_dir),
+        }
+        summaries.append(runlog.summarize(metrics, extra))
+        runlog.write_json(lane.run_dir / "summary.json", summaries[-1])
+    if len(summaries) == 1:
+        runlog.print_summary(summaries[0])
+        return summaries[0]
+    finals = [s["final_eval_return"] for s in summaries]
+    for s in summaries:
+        note = "  (stopped: NaN/inf loss)" if s["stopped_nonfinite"] else ""
+        print(f"seed {s['seed']:>4}: final eval return {s['final_eval_return']:10.2f}{note}")
+    stopped = [r.lanes[k].seed for k in c.stopped]
+    print(
+        f"{len(summaries)} seeds, {c.global_step / max(c.wall_time_s, 1e-9):,.0f} env steps/s per seed; "
+        f"stopped by NaN/inf: {stopped or 'none'}"
+    )
+    return {"final_eval_return": float(np.nanmean(finals)), "seeds": summaries, "stopped": stopped}
 
 
 register_configs()

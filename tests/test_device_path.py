@@ -253,7 +253,7 @@ BUFFERS = {
 }
 
 
-def _host(t: torch.Tensor) -> torch.Tensor:
+def to_host(t: torch.Tensor) -> torch.Tensor:
     """The memory behind a (fake) device tensor, read directly: only meaningful once its stream has run."""
     return t.as_subclass(torch.Tensor)
 
@@ -285,7 +285,7 @@ def test_device_batches_equal_cpu_batches(fake_cuda, kind, device):
                 assert type(g) is torch.Tensor and g.device.type == "cpu"
             else:
                 assert isinstance(g, FakeCudaTensor) and g.device == want_device, name
-            assert torch.equal(_host(g), e), name
+            assert torch.equal(to_host(g), e), name
 
 
 @pytest.mark.parametrize("device", ["cuda:1", "cuda:2"])

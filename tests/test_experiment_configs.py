@@ -24,11 +24,14 @@ def composed(overrides: list[str], hydra: bool = False):
         return compose("config", overrides=overrides, return_hydra_config=hydra)
 
 
-SPOT_CHECKS = {  # a few arms' labels, written out (the rule itself is rlfocal.losses.arm_label)
+SPOT_CHECKS = {  # a few arms' labels, written out (the rule itself is rlfocal.arms.arm_label)
     "dqn": "uniform+huber",
     "per": "per+huber",
     "focal": "uniform+focal(gamma=0.3,tau=auto)",
-    "mirror_clip": "uniform+mirror(alpha=0.6,max_weight=4)",
+    "per_beta0": "per(beta=0,beta_final=0)+huber",
+    "dqn_lr2": "uniform+huber@lr×2",
+    "lap": "lap(min_priority=0.01)+lap(min_priority=0.01)",
+    "focal_matched": "uniform+focal(gamma=0.3,tau=auto,tau_scale=100,normalize=True)",
 }
 
 
@@ -43,12 +46,13 @@ def test_every_arm_has_its_own_label():
 @pytest.mark.parametrize("arm", ARMS)
 def test_each_arm_is_its_sampler_loss_pair(arm):
     cfg = validate(composed([f"+arm={arm}"]))
-    assert arm_name(cfg).startswith(f"{cfg.replay.name}+{cfg.loss.name}")
+    sampler, loss = arm_name(cfg).split("@")[0].split("+")
+    assert sampler.split("(")[0] == cfg.replay.name and loss.split("(")[0] == cfg.loss.name
 
 
 @pytest.mark.parametrize("task", TASKS)
 def test_each_task_composes_with_every_arm(task):
-    for arm in ("dqn", "per_focal"):
+    for arm in ("dqn", "focal_matched"):
         validated = validate(composed([f"+task={task}", f"+arm={arm}"]))
         assert validated.total_steps >= 10_000
         assert (validated.device == "cuda") == task.startswith("gpu_")

@@ -15,9 +15,9 @@ import scipy.stats
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+from rlfocal.arms import arm_label
 from rlfocal.config import register_configs, validate
 from rlfocal.grouping import comparable, group_runs
-from rlfocal.losses import arm_label
 from rlfocal.metrics import COLUMNS
 from rlfocal.report import align_curves, main
 

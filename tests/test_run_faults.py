@@ -20,10 +20,11 @@ from test_train import TINY, rows, train
 
 from rlfocal import runlog
 from rlfocal.config import register_configs
+from rlfocal.evaluation import evaluate
 from rlfocal.losses import TD_LOSS_CONFIGS, TDLossConfig, huber, register_td_loss
 from rlfocal.params import param
 from rlfocal.rundir import RunDirLock
-from rlfocal.train import StopFlag, evaluate, main
+from rlfocal.train import StopFlag, main
 
 CLI = [sys.executable, "-m", "rlfocal.train"]
 

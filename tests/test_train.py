@@ -114,7 +114,7 @@ def test_vector_envs_keep_the_step_and_update_schedule(tmp_path, num_envs, mode)
     logged = [int(r["global_step"]) for r in rows(tmp_path / "metrics.csv")]
     assert len(logged) == 300 // 50 and logged[-1] == 300
     assert all(0 <= s - k * 50 < num_envs for k, s in enumerate(logged[:-1], start=1))
-    assert counters["episodes"] >= 300 // 60  # random CartPole episodes last ~20 steps
+    assert counters["episodes"][0] >= 300 // 60  # random CartPole episodes last ~20 steps (one seed lane)
 
 
 @pytest.mark.parametrize("replay", ["uniform", "per"])

@@ -31,7 +31,7 @@ from gymnasium.utils.seeding import np_random
 from rlfocal.envs.checks import check_args, integer
 from rlfocal.envs.cliffwalk import CliffwalkVector
 from rlfocal.envs.deepsea_vector import DeepSeaVector
-from rlfocal.envs.registry import _resolve
+from rlfocal.envs.registry import resolve_env
 from rlfocal.envs.vector import VECTOR_MODES, AsyncVecEnv, SerialVecEnv, VecStep, make_vec_env
 
 _FIELDS = ("obs", "next_obs", "rewards", "terminated", "truncated")
@@ -199,7 +199,7 @@ def make_lane_envs(
     check_args("make_lane_envs", {"num_envs": num_envs}, {"num_envs": integer(1)})
     if mode not in VECTOR_MODES:
         raise ValueError(f"vector mode must be one of {VECTOR_MODES}, got {mode!r}")
-    family, resolved = _resolve(name, kwargs, prefix="")
+    family, resolved = resolve_env(name, kwargs, prefix="")
     s, e = len(seeds), int(num_envs)
     if family == "deepsea" and resolved.pop("deterministic", True):
         return FlatLanes(DeepSeaVector(s * e, **resolved), s, e)

@@ -117,7 +117,7 @@ def _family(name: str) -> str:
     raise _unknown(name)
 
 
-def _resolve(name: str, kwargs: Mapping[str, Any], prefix: str) -> tuple[str, dict[str, Any]]:
+def resolve_env(name: str, kwargs: Mapping[str, Any], prefix: str) -> tuple[str, dict[str, Any]]:
     """`name`'s family and its checked keywords, with a size from the name ("DeepSea-12") and defaults filled in."""
     family, kwargs = _family(name), dict(kwargs)
     if family in _SIZED:
@@ -141,7 +141,7 @@ def check_env(name: str, kwargs: Mapping[str, Any], *, prefix: str = "env.kwargs
     Raises `EnvArgumentError` (a `ValueError`) in one line: an unknown name lists every valid one; a bad keyword is
     named as `prefix + key` with what is allowed (`env.kwargs.size=0 is not allowed: must be an integer >= 1`).
     """
-    _resolve(name, kwargs, prefix)
+    resolve_env(name, kwargs, prefix)
 
 
 def _build(family: str, name: str, train: bool, kwargs: dict[str, Any]) -> gym.Env:
@@ -180,7 +180,7 @@ def make_env(name: str, seed: int, *, train: bool = True, **kwargs: Any) -> gym.
         what the family allows (the message names it and what is allowed).
       rlfocal.extras.MissingExtra: the family's package is missing (the message says which extra to install).
     """
-    family, kwargs = _resolve(name, kwargs, prefix="")
+    family, kwargs = resolve_env(name, kwargs, prefix="")
     env = SeedOnFirstReset(_build(family, name, train, kwargs), seed)
     env.action_space.seed(seed)
     env.observation_space.seed(seed)

@@ -75,21 +75,25 @@ def td_loss_config(name: str, **kwargs: Any) -> TDLossConfig:
     return cls(**kwargs)
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+def option_label(name: str, cls: type | None, values: dict[str, Any], always: tuple[str, ...] = ()) -> str:
+    """``name(k=v,...)``: the ``always`` fields, then every other field of the dataclass ``cls`` whose value differs
+    from its default (skipping ``name``), so two variants never share a label."""
+    shown = [k for k in always if k in values]
+    if cls is not None:
+        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name != "name"}
+        shown += [k for k, v in values.items() if k not in shown and k in defaults and v != defaults[k]]
+    params = ",".join(f"{k}={_fmt(values[k])}" for k in shown)
+    return name + (f"({params})" if params else "")
 
 
-def arm_label(sampler: str, loss: dict[str, Any]) -> str:
-    """``<sampler>+<loss>(<params>)`` from plain values (a resolved ``config.yaml`` names its arm as the run did).
-
-    The params are the loss's ``arm_fields`` followed by every other option that differs from its default, so two
-    variants of a loss never share a label."""
+def loss_label(loss: dict[str, Any]) -> str:
+    """A loss's part of an arm label, e.g. ``focal(gamma=0.3,tau=auto)``: its ``arm_fields``, then any option that
+    differs from its default."""
     loss = dict(loss)
     name = loss.pop("name")
     cls = TD_LOSS_CONFIGS.get(name)
-    shown = list(cls.arm_fields) if cls else []
-    if cls is not None:
-        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name != "name"}
-        shown += [k for k, v in loss.items() if k not in shown and k in defaults and v != defaults[k]]
-    params = ",".join(f"{k}={_fmt(loss[k])}" for k in shown if k in loss)
-    return f"{sampler}+{name}" + (f"({params})" if params else "")
+    return option_label(name, cls, loss, cls.arm_fields if cls else ())
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

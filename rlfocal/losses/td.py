@@ -153,6 +153,9 @@ class FocalLossConfig(TDLossConfig):
     name: str = "focal"
     gamma: float = param(2.0, "focusing exponent γ of (1 − exp(−L/τ))^γ", low=0.0)
     tau: Any = param(1.0, "temperature τ of c = exp(−L/τ): a number > 0, or auto (running mean of L)", unit="loss")
+    tau_scale: float = param(
+        1.0, "with tau=auto, τ = tau_scale × the running mean of L (≫ 1: α = 2γ regime)", low=0.0, strict=True
+    )
     base: str = param("huber", "the loss L being modulated", choices=BASES)
     kappa: float = param(1.0, "Huber threshold when base = huber", unit="TD error", low=0.0, strict=True)
     detach_modulator: bool = param(False, "stop the gradient through the modulator")
@@ -166,6 +169,11 @@ class FocalLossConfig(TDLossConfig):
             if isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)):
                 fail("loss.tau", self.tau, "a finite number > 0 or auto")
             check_value("loss.tau", self.tau, {"low": 0.0, "strict": True})
+            if self.tau_scale != 1.0:
+                fail("loss.tau_scale", self.tau_scale, "only with loss.tau=auto (a fixed τ is already set)")
+
+    def kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in super().kwargs().items() if k != "tau_scale"}
 
     def build(self) -> TDLossFn:
         if self.tau != "auto":
@@ -177,9 +185,10 @@ class FocalLossConfig(TDLossConfig):
         def focal_auto(td: Tensor) -> Tensor:
             loss = base(td.detach(), **base_kwargs)
             if td.ndim == 1:
-                tau = running.update(loss.mean())
+                tau = self.tau_scale * running.update(loss.mean())
             else:  # [S, B]: one running mean per seed lane
-                tau = torch.as_tensor(running.update(loss.mean(dim=-1), lanes=True), dtype=td.dtype)[:, None]
+                mean = running.update(loss.mean(dim=-1), lanes=True)
+                tau = torch.as_tensor(self.tau_scale * mean, dtype=td.dtype)[:, None]
             return focal_td(td, **{**kwargs, "tau": tau.to(td.device) if isinstance(tau, Tensor) else tau})
 
         return focal_auto

@@ -162,7 +162,7 @@ class ReplayBuffer:
     def update_priorities(self, indices, td_errors) -> None:
         """Feed back the TD errors of a sampled batch (numpy arrays or torch tensors on any device). Validated
         even for uniform sampling, where it changes nothing: a NaN there is still a bug worth stopping on."""
-        slots, td = _host(indices), _host(td_errors).reshape(-1)
+        slots, td = to_host(indices), to_host(td_errors).reshape(-1)
         if slots.ndim != 1 or slots.dtype.kind not in "iu":
             raise ValueError(f"indices must be a 1-D integer array, got shape {slots.shape}, dtype {slots.dtype}")
         if td.shape != slots.shape:
@@ -194,7 +194,7 @@ class ReplayBuffer:
         self.rng.bit_generator.state = state["rng"]
 
 
-def _host(x) -> np.ndarray:
+def to_host(x) -> np.ndarray:
     """A numpy view of a numpy array, sequence or torch tensor (copied to the host if it lives on a device)."""
     return np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
 

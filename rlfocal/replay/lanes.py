@@ -13,7 +13,7 @@ from dataclasses import fields
 import numpy as np
 import torch
 
-from rlfocal.replay.buffer import Batch, ReplayBuffer, _host
+from rlfocal.replay.buffer import Batch, ReplayBuffer, to_host
 
 _STEP_FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated", "truncated")
 _BATCH_FIELDS = tuple(f.name for f in fields(Batch))
@@ -68,16 +68,25 @@ class LaneReplay:
         batch = self.lanes[0].sample(batch_size)  # on the host: numpy views with a lane axis, no copy
         return Batch(**{name: getattr(batch, name)[None] for name in _BATCH_FIELDS}).to_torch(device)
 
-    def update_priorities(self, indices, td_errors) -> None:
+    def update_priorities(self, indices, td_errors, lanes: list[int] | None = None) -> list[int]:
         """Feed back the TD errors ``[S, B]`` of a sampled batch (one device-to-host copy for all lanes); lane k's
-        sampler gets row k."""
-        slots, td = _host(indices), _host(td_errors)
+        sampler gets row k. ``lanes`` limits the write-back to those lanes (the loop skips seeds stopped by a NaN).
+        With several lanes, a lane whose errors are not finite is skipped and returned; one lane raises."""
+        slots, td = to_host(indices), to_host(td_errors)
         if slots.ndim != 2 or slots.shape[0] != self.num_seeds:
             raise ValueError(f"indices has shape {slots.shape}, expected ({self.num_seeds}, batch_size)")
         if td.shape != slots.shape:
             raise ValueError(f"td_errors has shape {td.shape}, expected the shape of indices {slots.shape}")
-        for k, buffer in enumerate(self.lanes):
-            buffer.update_priorities(slots[k], td[k])
+        if self.num_seeds == 1:
+            self.lanes[0].update_priorities(slots[0], td[0])  # a non-finite error raises, as for one buffer
+            return []
+        nonfinite = []
+        for k in range(self.num_seeds) if lanes is None else lanes:
+            if not np.isfinite(td[k]).all():
+                nonfinite.append(k)  # that lane's priorities stay as they were; the caller stops the lane
+                continue
+            self.lanes[k].update_priorities(slots[k], td[k])
+        return nonfinite
 
     def stats(self) -> list[dict[str, float]]:
         """Each lane's sampler statistics (``beta``, ``priority_max``, ...), lane by lane."""
