@@ -167,9 +167,9 @@ class DQN:
         draws from its own generator (``rngs`` overrides them, as ``rng`` does for ``act``) exactly as
         ``act_batch(obs[k], epsilon[k])`` in a run of that seed; S > 1 computes every Q-value in one forward."""
         rngs = self.rngs if rngs is None else rngs
+        if self.num_seeds == 1:  # the single-seed run: today's act_batch, with no per-step array work
+            return self.act_batch(obs[0], float(np.asarray(epsilon).reshape(-1)[0]), rngs[0])[None]
         epsilon = np.broadcast_to(np.asarray(epsilon, dtype=np.float64), (self.num_seeds,))
-        if self.num_seeds == 1:
-            return self.act_batch(obs[0], float(epsilon[0]), rngs[0])[None]
         if self._numpy_q is not None:
             q = self._numpy_q(obs)
         else:
@@ -220,8 +220,9 @@ class DQN:
     def learn_lanes(self, batch) -> LearnOutput:
         """One gradient step in every lane; batch fields ``[S, B, ...]``. ``td_loss`` sees all TD errors ``[S, B]``
         at once; the objective is the sum of the lanes' weighted means, so each lane gets its own gradient."""
-        if self.num_seeds == 1:
-            out = self.learn(LaneBatch.of(batch, 0))
+        if self.num_seeds == 1:  # a batch may carry ``single``, its one lane unstacked: no reshaping then
+            single = getattr(batch, "single", None)
+            out = self.learn(single if single is not None else LaneBatch.of(batch, 0))
             return LearnOutput(loss=out.loss[None], td_errors=out.td_errors[None], q_mean=out.q_mean[None])
         td, q_sa = self.td_errors_lanes(batch)
         loss = (batch.weights * self.td_loss(td)).mean(dim=1)  # [S]

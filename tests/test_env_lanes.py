@@ -88,7 +88,7 @@ def test_vectorised_cartpole_replays_each_seed_bit_for_bit_truncations_included(
 def test_vectorised_cartpole_takes_cartpole_keywords_and_otherwise_steps_aside():
     rng = np.random.default_rng(3)
     lanes, counts = assert_lanes_replay_single_seed_runs(
-        "CartPole-v0", [2, 3], 2, 400, balancing_policy(rng), max_episode_steps=60
+        "CartPole-v0", [2, 3], 4, 400, balancing_policy(rng), max_episode_steps=60
     )
     assert isinstance(lanes, FlatLanes) and counts["truncated"] > 0
     assert isinstance(make_lane_envs("CartPole-v1", [0], 1, sutton_barto_reward=True), VecEnvLanes)
@@ -107,8 +107,8 @@ def test_vectorised_cartpole_takes_cartpole_keywords_and_otherwise_steps_aside()
 )
 def test_vectorised_deepsea_and_cliffwalk_replay_each_seed(name, kwargs):
     rng = np.random.default_rng(4)
-    lanes, _ = assert_lanes_replay_single_seed_runs(name, [0, 3, 4], 2, 120, random_policy(rng), 60, **kwargs)
-    assert isinstance(lanes, FlatLanes)
+    lanes, _ = assert_lanes_replay_single_seed_runs(name, [0, 3, 4], 3, 120, random_policy(rng), 60, **kwargs)
+    assert isinstance(lanes, FlatLanes)  # 3 x 3 = 9 environments: vectorised (VECTORISE_FROM = 8)
 
 
 def test_stochastic_deepsea_steps_one_vector_env_per_lane():
@@ -145,3 +145,10 @@ def test_actions_of_the_wrong_shape_are_refused(name, kwargs):
     lanes.reset()
     with pytest.raises(ValueError, match=r"actions has shape \(3, 2\), expected \(2, 3\)"):
         lanes.step(np.zeros((3, 2), np.int64))
+
+
+def test_a_handful_of_environments_steps_one_object_each():
+    """Below VECTORISE_FROM environments in all, the per-environment objects are faster: the generic path."""
+    assert isinstance(make_lane_envs("deepsea", [0], 1, size=4), VecEnvLanes)
+    assert isinstance(make_lane_envs("CartPole-v1", [0, 1], 3), VecEnvLanes)
+    assert isinstance(make_lane_envs("CartPole-v1", [0, 1], 4), FlatLanes)

@@ -180,6 +180,11 @@ def _check_actions(actions: np.ndarray, num_seeds: int, num_envs: int) -> None:
         raise ValueError(f"actions has shape {np.shape(actions)}, expected ({num_seeds}, {num_envs})")
 
 
+# Below this many environments in all (S·E) the numpy-vectorised DeepSea, Cliffwalk and CartPole cost more per step
+# than one object per environment (DeepSea: 22 µs vs 6 µs at 1, 35 µs vs 130 µs at 32; CartPole: 89 µs vs 8 µs at 1).
+VECTORISE_FROM = 8
+
+
 def make_lane_envs(
     name: str,
     seeds: list[int],
@@ -201,10 +206,18 @@ def make_lane_envs(
         raise ValueError(f"vector mode must be one of {VECTOR_MODES}, got {mode!r}")
     family, resolved = resolve_env(name, kwargs, prefix="")
     s, e = len(seeds), int(num_envs)
+    if s * e < VECTORISE_FROM:  # a handful of environments: the per-env objects are faster
+        return _generic_lanes(name, seeds, e, mode, train, kwargs)
     if family == "deepsea" and resolved.pop("deterministic", True):
         return FlatLanes(DeepSeaVector(s * e, **resolved), s, e)
     if family == "cliffwalk":
         return FlatLanes(CliffwalkVector(s * e, **resolved), s, e)
     if fast_cartpole and family == "classic" and _is_cartpole(name) and set(kwargs) <= set(_FAST_CARTPOLE_ARGS):
         return FlatLanes(CartPoleVector([seed + i for seed in seeds for i in range(e)], name, **kwargs), s, e)
-    return VecEnvLanes([make_vec_env(name, seed, e, mode=mode, train=train, **kwargs) for seed in seeds], list(seeds))
+    return _generic_lanes(name, seeds, e, mode, train, kwargs)
+
+
+def _generic_lanes(name: str, seeds, num_envs: int, mode: str, train: bool, kwargs: dict) -> VecEnvLanes:
+    """One ``make_vec_env`` per seed lane."""
+    envs = [make_vec_env(name, seed, num_envs, mode=mode, train=train, **kwargs) for seed in seeds]
+    return VecEnvLanes(envs, list(seeds))

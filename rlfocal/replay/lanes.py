@@ -11,12 +11,23 @@ from __future__ import annotations
 from dataclasses import fields
 
 import numpy as np
-import torch
 
 from rlfocal.replay.buffer import Batch, ReplayBuffer, to_host
 
 _STEP_FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated", "truncated")
 _BATCH_FIELDS = tuple(f.name for f in fields(Batch))
+
+
+class OneLaneBatch:
+    """One seed's batch seen with a lane axis: fields ``[1, B, ...]`` made on first read, and ``single``, the batch
+    itself, which a learner of one seed uses directly (the single-seed run pays for no reshaping)."""
+
+    def __init__(self, single: Batch) -> None:
+        self.single = single
+
+    def __getattr__(self, name: str):
+        value = getattr(self.single, name)
+        return value[None] if isinstance(value, np.ndarray) else value.unsqueeze(0)
 
 
 class LaneReplay:
@@ -46,6 +57,9 @@ class LaneReplay:
     def add_batch(self, obs, actions, rewards, next_obs, terminated, truncated, env_ids=None) -> None:
         """One vectorised step of every lane: arrays ``[S, E, ...]``, ``env_ids`` ``[E]`` shared by the lanes.
         Lane k gets ``add_batch(obs[k], ...)`` (for E = 1 the buffer's one-row fast path)."""
+        if self.num_seeds == 1 and len(obs) == 1:  # the single-seed run: the buffer checks the rest, at no extra cost
+            self.lanes[0].add_batch(obs[0], actions[0], rewards[0], next_obs[0], terminated[0], truncated[0], env_ids)
+            return
         self._check_lanes((obs, actions, rewards, next_obs, terminated, truncated), _STEP_FIELDS)
         for k, buffer in enumerate(self.lanes):
             buffer.add_batch(obs[k], actions[k], rewards[k], next_obs[k], terminated[k], truncated[k], env_ids)
@@ -55,18 +69,15 @@ class LaneReplay:
         for buffer in self.lanes:
             buffer.truncate_streams()
 
-    def sample_torch(self, batch_size: int, device="cpu") -> Batch:
+    def sample_torch(self, batch_size: int, device="cpu") -> Batch | OneLaneBatch:
         """A batch of ``batch_size`` per lane, fields stacked ``[S, B, ...]`` on ``device``, ``indices`` ``[S, B]``
         on the host. Lane k's rows are ``lanes[k].sample_torch(batch_size, device)``, drawn from lane k's RNG."""
         if self.num_seeds > 1:
             batches = [buffer.sample(batch_size) for buffer in self.lanes]
             stacked = {name: np.stack([getattr(b, name) for b in batches]) for name in _BATCH_FIELDS}
             return Batch(**stacked).to_torch(device)
-        if torch.device(device).type == "cuda":  # the buffer's pinned, non-blocking transfers, seen with a lane axis
-            batch = self.lanes[0].sample_torch(batch_size, device)
-            return Batch(**{name: getattr(batch, name).unsqueeze(0) for name in _BATCH_FIELDS})
-        batch = self.lanes[0].sample(batch_size)  # on the host: numpy views with a lane axis, no copy
-        return Batch(**{name: getattr(batch, name)[None] for name in _BATCH_FIELDS}).to_torch(device)
+        # one lane: the buffer's own path (pinned, non-blocking transfers on CUDA), seen with a lane axis
+        return OneLaneBatch(self.lanes[0].sample_torch(batch_size, device))
 
     def update_priorities(self, indices, td_errors, lanes: list[int] | None = None) -> list[int]:
         """Feed back the TD errors ``[S, B]`` of a sampled batch (one device-to-host copy for all lanes); lane k's
