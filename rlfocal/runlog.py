@@ -122,7 +122,7 @@ class Progress:
             return
         now = time.perf_counter()
         sps = (step - self.s0) / max(now - self.t0, 1e-9)
-        eta = _hms((self.total - step) / max(sps, 1e-9)) if self.s0 >= self.warmup else "after warm-up"
+        eta = _hms((self.total - step) / max(sps, 1e-9)) if step > self.warmup else "after warm-up"
         if step <= self.warmup:
             self.t0, self.s0 = now, step
         pct = 100.0 * step / self.total

@@ -176,3 +176,38 @@ def test_adding_a_loss_is_one_registration_and_it_trains_through_the_cli(tmp_pat
     assert config.loss.scale == 3.0 and rows(tmp_path / "metrics.csv")
     assert (tmp_path / "summary.json").read_text().count('"uniform+scaled_huber(scale=3)"') == 1
     assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+
+
+def test_a_sampler_refuses_state_saved_under_another_alpha_or_eps():
+    from rlfocal.replay import PrioritizedSampler
+
+    saved = PrioritizedSampler(8, alpha=0.6, eps=1e-6).state_dict()
+    with pytest.raises(ValueError, match="alpha=0.6"):
+        PrioritizedSampler(8, alpha=0.7, eps=1e-6).load_state_dict(saved)
+    with pytest.raises(ValueError, match="eps"):
+        PrioritizedSampler(8, alpha=0.6, eps=1e-3).load_state_dict(saved)
+    PrioritizedSampler(8, alpha=0.6, eps=1e-6).load_state_dict(saved)
+
+
+def test_a_resumed_run_reports_time_and_throughput_of_the_whole_run(tmp_path):
+    first = train(tmp_path, ["total_steps=150"])
+    whole = train(tmp_path, ["total_steps=300", "resume=true"])
+    assert whole["wall_time_s"] > first["wall_time_s"]
+    assert whole["sps"] == pytest.approx(300 / whole["wall_time_s"])
+    assert whole["updates"] > first["updates"]
+
+
+def test_the_eta_waits_for_the_end_of_the_warm_up(capsys):
+    progress = runlog.Progress(total=1000, start=0, enabled=True, label="x", warmup=200)
+    progress.update(100, 0.0)
+    progress.update(300, 0.0)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[x] ") and lines[0].endswith("ETA after warm-up")
+    assert "after warm-up" not in lines[1]
+
+
+def test_wandb_offline_says_where_the_run_went_and_how_to_sync_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    train(tmp_path, ["logger=wandb", "total_steps=200"])
+    out = capsys.readouterr().out
+    assert "wandb sync " + str(tmp_path / "wandb" / "offline-run-") in out
