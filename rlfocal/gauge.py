@@ -13,6 +13,11 @@ Measured on a uniform probe of M stored transitions S, with the current networks
 - ``modulator_spearman``: Spearman rank correlation between the focal modulators ``(1 − e^{−L/τ})^γ`` (a monotone
   function of the fresh |δ|) and the priorities the sampler actually stores for S, which were set when each
   transition was last replayed: 1 means PER's stale priorities rank surprise as focal does now.
+- ``alpha_fit``: the exponent α* for which |δ|^α best matches focal-TD's effective per-sample weight relative to
+  Huber, ``w_i = (∂FL/∂δ_i)/(∂L/∂δ_i)`` (``fit_exponent``: least squares of log w on log |δ|). DESIGN.md §2.2
+  predicts α* = 2γ for L ≪ τ; the gauge's τ is the probe's mean loss, where it falls below.
+- ``alpha_shift``: the PER (β = 0) exponent α in ``ALPHA_GRID`` whose shift best matches focal's (largest
+  ``shift_cosine``); needs ``priority`` to be a bound sampler method with ``alpha`` > 0, else NaN.
 - ``priority_ess``: effective sample size ``(Σp)² / (N Σp²)`` of the sampling distribution over all N stored
   transitions (1 = uniform; small = a few transitions dominate).
 - ``priority_staleness``: mean number of gradient steps since each stored priority was last set.
@@ -34,6 +39,9 @@ from rlfocal import losses
 from rlfocal.metrics import COLUMNS
 
 GAUGE_KEYS = tuple(name.removeprefix("gauge/") for name in COLUMNS if name.startswith("gauge/"))
+# PER exponents that ``alpha_shift`` searches; α = 0 is uniform replay, which moves nothing (no shift to compare)
+ALPHA_GRID = tuple(round(0.1 * k, 1) for k in range(1, 21))
+MIN_FIT_SAMPLES = 8
 
 
 def rank_average(x: np.ndarray) -> np.ndarray:
@@ -62,9 +70,39 @@ def effective_sample_size(p: np.ndarray) -> float:
     return float(p.sum() ** 2 / (p.size * (p @ p)))
 
 
-def _flat_grad(objective: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
-    """∇ objective as one float64 vector; leaves ``.grad`` untouched and keeps the graph for the next call."""
-    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(objective, params, retain_graph=True)]).double()
+def loss_slopes(
+    td: torch.Tensor, gamma: float, tau: float, base: str = "huber", kappa: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sample's ``∂L/∂δ_i`` and ``∂FL/∂δ_i`` (float64): L the base loss, FL = ``focal_td`` with γ and τ.
+
+    Both losses are elementwise in δ, so one backward of their sum w.r.t. δ gives every sample's own derivative.
+    """
+    d = td.detach().double().requires_grad_()
+    base_loss = losses.huber(d, kappa) if base == "huber" else losses.mse(d)
+    focal = losses.focal_td(d, gamma=gamma, tau=tau, base=base, kappa=kappa)
+    return torch.autograd.grad(base_loss.sum(), d)[0], torch.autograd.grad(focal.sum(), d)[0]
+
+
+def fit_exponent(td: torch.Tensor, weight: torch.Tensor) -> float:
+    """α*: the slope of the least-squares line ``log w = α log|δ| + c`` (with intercept c).
+
+    Fitted over the samples with |δ| > 1e-12·max|δ| and a finite w > 0; NaN with fewer than ``MIN_FIT_SAMPLES``
+    of them, or when their |δ| are all equal.
+    """
+    abs_td, weight = td.detach().double().abs(), weight.detach().double()
+    keep = (abs_td > 1e-12 * abs_td.max()) & torch.isfinite(weight) & (weight > 0)
+    if int(keep.sum()) < MIN_FIT_SAMPLES:
+        return math.nan
+    x, y = abs_td[keep].log(), weight[keep].log()
+    x = x - x.mean()
+    sxx = float(x @ x)
+    return float(x @ (y - y.mean())) / sxx if sxx > 0 else math.nan
+
+
+def alpha_fit(td: torch.Tensor, gamma: float, tau: float, base: str = "huber", kappa: float = 1.0) -> float:
+    """α* of ``fit_exponent`` for focal-TD's effective weight ``w_i = (∂FL/∂δ_i)/(∂L/∂δ_i)`` (DESIGN.md §2.2)."""
+    d_base, d_focal = loss_slopes(td, gamma, tau, base, kappa)
+    return fit_exponent(td, d_focal / d_base)  # 0/0 at δ = 0 is NaN, which the fit drops
 
 
 def _unit(g: torch.Tensor) -> torch.Tensor:
@@ -76,6 +114,36 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     """Cosine similarity; NaN when either vector is zero (e.g. no shift at all from γ = 0 or α = 0)."""
     denom = float(a.norm() * b.norm())
     return float(a @ b) / denom if denom > 0 else math.nan
+
+
+def shift_cosine(vjp: Callable[[torch.Tensor], torch.Tensor], d_focal, d_base, priorities) -> float:
+    """Cosine between focal's shift ``ĝ_F − ĝ_U`` and PER (β = 0)'s ``ĝ_P − ĝ_U`` (unit vectors ĝ).
+
+    ``vjp(c)`` is the parameter gradient ``Σ_i c_i ∇δ_i``; each gradient is that of per-sample derivatives:
+    focal's ``∂FL/∂δ``, uniform's ``∂L/∂δ``, PER's ``p_i ∂L/∂δ`` (any scale of ``priorities``: only directions count).
+    """
+    u = _unit(vjp(d_base))
+    return _cosine(_unit(vjp(d_focal)) - u, _unit(vjp(priorities * d_base)) - u)
+
+
+def best_shift_alpha(
+    vjp: Callable[[torch.Tensor], torch.Tensor],
+    d_focal: torch.Tensor,
+    d_base: torch.Tensor,
+    priority_at: Callable[[float], torch.Tensor],
+    grid: tuple[float, ...] = ALPHA_GRID,
+) -> float:
+    """The α in ``grid`` whose PER (β = 0) priorities ``priority_at(α)`` maximise ``shift_cosine``; NaN if none is
+    defined. One gradient per α (focal's and uniform's are shared)."""
+    u = _unit(vjp(d_base))
+    focal_shift = _unit(vjp(d_focal)) - u
+    cosines = np.array([_cosine(focal_shift, _unit(vjp(priority_at(a) * d_base)) - u) for a in grid])
+    return math.nan if np.isnan(cosines).all() else grid[int(np.nanargmax(cosines))]
+
+
+def _sampler_alpha(priority: Callable[[np.ndarray], np.ndarray]) -> float | None:
+    """The exponent α of the sampler whose bound ``priority`` method this is (None for a plain function)."""
+    return getattr(getattr(priority, "__self__", None), "alpha", None)
 
 
 def analogy_gauge(
@@ -93,31 +161,35 @@ def analogy_gauge(
 
     ``focal_gamma`` is focal-TD's γ (the α = 2γ prediction); its τ is the probe's mean Huber loss (the scale-free
     ``tau: auto`` without a running state). The PER side is a sampler's: ``priority`` (its ``priority(td)``, the mass
-    p^α it would store) and its IS exponent ``beta``; nothing here restates α or ε.
+    p^α it would store) and its IS exponent ``beta``; nothing here restates α or ε. For ``alpha_shift`` the
+    priorities at another exponent a are ``priority(td)^(a/α)``, with α read from the sampler ``priority`` is bound to.
     """
     batch = buffer.peek(min(sample_size, len(buffer)), rng).to_torch(agent.device)
     td, _ = agent.td_errors(batch, eager=True)
-    loss = losses.huber(td, kappa)
-    tau = loss.detach().mean().clamp_min(1e-12)
-    focal = losses.focal_td(td, gamma=focal_gamma, tau=tau, kappa=kappa)
-    with torch.no_grad():
-        p = torch.as_tensor(priority(td.detach().cpu().numpy()), device=td.device)
-        prob = p / p.sum()
-        w = (prob * td.numel()).pow(-beta)
-        w = w / w.max()
-    grads = [
-        _flat_grad(objective, agent.params)
-        for objective in (focal.mean(), (prob * w * loss).sum(), loss.mean(), (prob * loss).sum())
-    ]
-    g_focal, g_per, g_uniform, g_prioritized = grads
+    tau = max(float(losses.huber(td.detach().double(), kappa).mean()), 1e-12)
+    d_base, d_focal = loss_slopes(td, focal_gamma, tau, kappa=kappa)
+    stored_priority = torch.as_tensor(priority(td.detach().cpu().numpy()), device=td.device).double()
+    prob = stored_priority / stored_priority.sum()
+    w = (prob * td.numel()).pow(-beta)
+    w = w / w.max()
+
+    def vjp(cotangent: torch.Tensor) -> torch.Tensor:
+        # directions are all that is read: rescaling to max 1 keeps float32 cotangents away from under/overflow
+        c = (cotangent / cotangent.abs().max().clamp_min(1e-300)).to(td.dtype)
+        grads = torch.autograd.grad(td, agent.params, grad_outputs=c, retain_graph=True)
+        return torch.cat([g.reshape(-1) for g in grads]).double()
+
     out = {k: math.nan for k in GAUGE_KEYS}
-    out["grad_cosine"] = _cosine(g_focal, g_per)
-    u = _unit(g_uniform)
-    out["shift_cosine"] = _cosine(_unit(g_focal) - u, _unit(g_prioritized) - u)
+    out["grad_cosine"] = _cosine(vjp(d_focal), vjp(prob * w * d_base))
+    out["shift_cosine"] = shift_cosine(vjp, d_focal, d_base, prob)
+    out["alpha_fit"] = fit_exponent(td, d_focal / d_base)
+    sampler_alpha = _sampler_alpha(priority)
+    if sampler_alpha:
+        out["alpha_shift"] = best_shift_alpha(vjp, d_focal, d_base, lambda a: stored_priority ** (a / sampler_alpha))
 
     sampler = buffer.sampler
     if hasattr(sampler, "tree"):
-        modulator = losses.focal_modulator(loss.detach(), focal_gamma, tau)
+        modulator = losses.focal_modulator(losses.huber(td.detach(), kappa), focal_gamma, tau)
         slots = batch.indices.cpu().numpy()
         out["modulator_spearman"] = spearman(modulator.cpu().numpy(), sampler.tree.get(slots))
         stored = buffer.stored_slots()

@@ -128,3 +128,38 @@ def test_gauge_leaves_training_state_alone():
     assert buf.rng.bit_generator.state == before[0] and buf.sampler.num_samples == before[1]
     assert buf.beta == before[2]
     assert all(p.grad is None and torch.equal(p, q) for p, q in zip(agent.params, before[3], strict=True))
+
+
+@pytest.mark.parametrize("gamma", [0.3, 1.0])
+def test_alpha_fit_tends_to_two_gamma_as_tau_grows_for_mse(gamma):
+    """Focal-TD's effective weight (∂FL/∂δ)/(∂L/∂δ) ∝ |δ|^(2γ) when L ≪ τ (the α = 2γ prediction), not when τ ~ L."""
+    from rlfocal.gauge import alpha_fit
+
+    td = torch.from_numpy(np.random.default_rng(0).standard_normal(4096))
+    mean_loss = float((0.5 * td.square()).mean())
+    far = alpha_fit(td, gamma, tau=1e4 * mean_loss, base="mse")
+    near = alpha_fit(td, gamma, tau=mean_loss, base="mse")
+    assert far == pytest.approx(2 * gamma, abs=0.02)
+    assert near < 2 * gamma - 0.1
+
+
+def test_alpha_shift_is_read_only_from_a_sampler_and_logged(tmp_path):
+    buf = PrioritizedReplay(64, (4,), seed=0)
+    rng = np.random.default_rng(1)
+    for _ in range(64):
+        buf.add(
+            rng.standard_normal(4).astype(np.float32),
+            int(rng.integers(2)),
+            float(rng.random()),
+            rng.standard_normal(4).astype(np.float32),
+            False,
+            False,
+        )
+    torch.manual_seed(0)
+    agent = DQN(make_network("mlp", (4,), 2, hidden=(8,)), 2, losses.huber, seed=0)
+    out = analogy_gauge(agent, buf, np.random.default_rng(0), sample_size=64, priority=buf.sampler.priority, beta=0.0)
+    assert 0.1 <= out["alpha_shift"] <= 2.0 and math.isfinite(out["alpha_fit"])
+    plain = analogy_gauge(
+        agent, buf, np.random.default_rng(0), sample_size=64, priority=lambda d: np.ones_like(d), beta=0.0
+    )
+    assert math.isnan(plain["alpha_shift"])  # a plain function carries no α to rescale
