@@ -39,9 +39,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("eval/return_std", "return", "standard deviation of those returns"),
     Metric("gauge/grad_cosine", "cosine", "focal-TD (uniform) vs PER·IS expected gradients on the probe"),
     Metric("gauge/shift_cosine", "cosine", "how focal and PER (β = 0) each move the update away from uniform Huber"),
-    Metric(
-        "gauge/alpha_fit", "exponent", "α* of the log-log fit of focal's weight (∂FL/∂δ)/(∂L/∂δ) on |δ| (2γ if L ≪ τ)"
-    ),
+    Metric("gauge/alpha_fit", "exponent", "slope α* of log focal weight (∂FL/∂δ)/(∂L/∂δ) on log |δ| (2γ if L ≪ τ)"),
     Metric("gauge/alpha_shift", "exponent", "PER (β = 0) exponent on 0.1..2 whose shift best matches focal's"),
     Metric("gauge/modulator_spearman", "rank corr.", "focal modulators vs the sampler's stored priorities"),
     Metric("gauge/priority_ess", "fraction", "effective sample size of the sampling distribution / N"),
