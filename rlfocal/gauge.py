@@ -116,28 +116,22 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(a @ b) / denom if denom > 0 else math.nan
 
 
-def shift_cosine(vjp: Callable[[torch.Tensor], torch.Tensor], d_focal, d_base, priorities) -> float:
-    """Cosine between focal's shift ``ĝ_F − ĝ_U`` and PER (β = 0)'s ``ĝ_P − ĝ_U`` (unit vectors ĝ).
-
-    ``vjp(c)`` is the parameter gradient ``Σ_i c_i ∇δ_i``; each gradient is that of per-sample derivatives:
-    focal's ``∂FL/∂δ``, uniform's ``∂L/∂δ``, PER's ``p_i ∂L/∂δ`` (any scale of ``priorities``: only directions count).
-    """
-    u = _unit(vjp(d_base))
-    return _cosine(_unit(vjp(d_focal)) - u, _unit(vjp(priorities * d_base)) - u)
+def shift_cosine(g_focal: torch.Tensor, g_uniform: torch.Tensor, g_per: torch.Tensor) -> float:
+    """Cosine between focal's shift ``ĝ_F − ĝ_U`` and PER (β = 0)'s ``ĝ_P − ĝ_U``, ĝ the unit gradients (so the
+    gradients' scales, e.g. a mean or a sum, do not matter)."""
+    u = _unit(g_uniform)
+    return _cosine(_unit(g_focal) - u, _unit(g_per) - u)
 
 
 def best_shift_alpha(
-    vjp: Callable[[torch.Tensor], torch.Tensor],
-    d_focal: torch.Tensor,
-    d_base: torch.Tensor,
-    priority_at: Callable[[float], torch.Tensor],
+    g_focal: torch.Tensor,
+    g_uniform: torch.Tensor,
+    per_gradient: Callable[[float], torch.Tensor],
     grid: tuple[float, ...] = ALPHA_GRID,
 ) -> float:
-    """The α in ``grid`` whose PER (β = 0) priorities ``priority_at(α)`` maximise ``shift_cosine``; NaN if none is
-    defined. One gradient per α (focal's and uniform's are shared)."""
-    u = _unit(vjp(d_base))
-    focal_shift = _unit(vjp(d_focal)) - u
-    cosines = np.array([_cosine(focal_shift, _unit(vjp(priority_at(a) * d_base)) - u) for a in grid])
+    """The α in ``grid`` whose PER (β = 0) gradient ``per_gradient(α)`` maximises ``shift_cosine``; NaN if no
+    cosine is defined. Costs one gradient per α."""
+    cosines = np.array([shift_cosine(g_focal, g_uniform, per_gradient(a)) for a in grid])
     return math.nan if np.isnan(cosines).all() else grid[int(np.nanargmax(cosines))]
 
 
@@ -179,13 +173,17 @@ def analogy_gauge(
         grads = torch.autograd.grad(td, agent.params, grad_outputs=c, retain_graph=True)
         return torch.cat([g.reshape(-1) for g in grads]).double()
 
+    # each expected gradient on the probe is Σ_i c_i ∇δ_i with c_i a per-sample weight times dℓ/dδ_i
+    g_focal, g_uniform = vjp(d_focal), vjp(d_base)
     out = {k: math.nan for k in GAUGE_KEYS}
-    out["grad_cosine"] = _cosine(vjp(d_focal), vjp(prob * w * d_base))
-    out["shift_cosine"] = shift_cosine(vjp, d_focal, d_base, prob)
-    out["alpha_fit"] = fit_exponent(td, d_focal / d_base)
+    out["grad_cosine"] = _cosine(g_focal, vjp(prob * w * d_base))
+    out["shift_cosine"] = shift_cosine(g_focal, g_uniform, vjp(prob * d_base))
+    out["alpha_fit"] = fit_exponent(td, d_focal / d_base)  # 0/0 at δ = 0 is NaN, which the fit drops
     sampler_alpha = _sampler_alpha(priority)
     if sampler_alpha:
-        out["alpha_shift"] = best_shift_alpha(vjp, d_focal, d_base, lambda a: stored_priority ** (a / sampler_alpha))
+        out["alpha_shift"] = best_shift_alpha(
+            g_focal, g_uniform, lambda a: vjp(stored_priority ** (a / sampler_alpha) * d_base)
+        )
 
     sampler = buffer.sampler
     if hasattr(sampler, "tree"):

@@ -13,7 +13,18 @@ from scipy import stats
 from agents.dqn import DQN
 from agents.networks import make_network
 from rlfocal import losses
-from rlfocal.gauge import GAUGE_KEYS, analogy_gauge, effective_sample_size, rank_average, spearman
+from rlfocal.gauge import (
+    ALPHA_GRID,
+    GAUGE_KEYS,
+    alpha_fit,
+    analogy_gauge,
+    best_shift_alpha,
+    effective_sample_size,
+    fit_exponent,
+    loss_slopes,
+    rank_average,
+    spearman,
+)
 from rlfocal.replay import PrioritizedReplay, PrioritizedSampler, UniformReplay
 
 
@@ -94,6 +105,14 @@ def test_gradient_cosines_match_per_sample_reference():
 
     assert out["grad_cosine"] == pytest.approx(cos(g_f, g_p), abs=1e-5)
     assert out["shift_cosine"] == pytest.approx(cos(unit(g_f) - unit(g_u), unit(g_p0) - unit(g_u)), abs=1e-3)
+    # alpha_fit against DESIGN.md §2.2's closed form w = s^γ + γ·x·e^(−x)·s^(γ−1), s = 1 − e^(−x), x = L/τ
+    x = (losses.huber(td) / tau).numpy()
+    s = -np.expm1(-x)
+    w = s**gamma + gamma * x * np.exp(-x) * s ** (gamma - 1)
+    assert out["alpha_fit"] == pytest.approx(np.polyfit(np.log(td.abs().numpy()), np.log(w), 1)[0], abs=1e-6)
+    # alpha_shift: the grid's best PER(α) shift, each gradient summed from the per-sample ones
+    shifts = {a: cos(unit(g_f) - unit(g_u), unit((p ** (a / alpha) * huber_k) @ jac) - unit(g_u)) for a in ALPHA_GRID}
+    assert shifts[out["alpha_shift"]] == pytest.approx(max(shifts.values()), abs=1e-3)
     assert all(math.isnan(out[k]) for k in ("modulator_spearman", "priority_ess", "priority_staleness"))
 
 
@@ -130,17 +149,50 @@ def test_gauge_leaves_training_state_alone():
     assert all(p.grad is None and torch.equal(p, q) for p, q in zip(agent.params, before[3], strict=True))
 
 
+@pytest.mark.parametrize("dist", ["normal", "laplace"])
 @pytest.mark.parametrize("gamma", [0.3, 1.0])
-def test_alpha_fit_tends_to_two_gamma_as_tau_grows_for_mse(gamma):
+def test_alpha_fit_tends_to_two_gamma_as_tau_grows_for_mse(gamma, dist):
     """Focal-TD's effective weight (∂FL/∂δ)/(∂L/∂δ) ∝ |δ|^(2γ) when L ≪ τ (the α = 2γ prediction), not when τ ~ L."""
-    from rlfocal.gauge import alpha_fit
-
-    td = torch.from_numpy(np.random.default_rng(0).standard_normal(4096))
+    td = torch.from_numpy(getattr(np.random.default_rng(0), dist)(size=4096))
     mean_loss = float((0.5 * td.square()).mean())
     far = alpha_fit(td, gamma, tau=1e4 * mean_loss, base="mse")
     near = alpha_fit(td, gamma, tau=mean_loss, base="mse")
     assert far == pytest.approx(2 * gamma, abs=0.02)
     assert near < 2 * gamma - 0.1
+
+
+def test_alpha_fit_with_huber_is_two_gamma_inside_kappa_and_less_beyond():
+    gamma, kappa = 0.3, 1.0
+    td = torch.from_numpy(2.0 * np.random.default_rng(1).standard_normal(4096))  # ~60% of |δ| beyond κ
+    tau = 1e4 * float(losses.huber(td, kappa).mean())
+    d_base, d_focal = loss_slopes(td, gamma, tau, kappa=kappa)
+    inside = td.abs() < kappa
+    assert fit_exponent(td[inside], (d_focal / d_base)[inside]) == pytest.approx(2 * gamma, abs=0.02)
+    assert gamma < alpha_fit(td, gamma, tau, kappa=kappa) < 2 * gamma - 0.05  # L grows only linearly beyond κ
+
+
+def test_fit_exponent_is_nan_without_enough_usable_samples():
+    td = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])  # δ = 0 is dropped: 8 usable
+    assert fit_exponent(td, td.abs() ** 0.7) == pytest.approx(0.7)
+    assert math.isnan(fit_exponent(td[:-1], td[:-1].abs() ** 0.7))
+    assert math.isnan(fit_exponent(td, torch.where(td > 4, -1.0, 1.0)))  # w <= 0 is not usable
+    assert math.isnan(fit_exponent(torch.ones(20), torch.ones(20)))  # one |δ|: no slope
+
+
+@pytest.mark.parametrize("gamma", [0.3, 0.75])
+def test_alpha_shift_finds_two_gamma_when_loss_is_small(gamma):
+    """On a tiny network with L ≪ τ (MSE base), focal's shift is PER(α = 2γ)'s, so the grid's argmax is 2γ."""
+    agent, buf = _filled(UniformReplay)
+    td, _ = agent.td_errors(buf.peek(64, np.random.default_rng(0)).to_torch(), eager=True)
+    d_base, d_focal = loss_slopes(td, gamma, 1e4 * float((0.5 * td.detach().square()).mean()), base="mse")
+
+    def grad(c: torch.Tensor) -> torch.Tensor:
+        grads = torch.autograd.grad(td, agent.params, grad_outputs=c.float(), retain_graph=True)
+        return torch.cat([g.reshape(-1) for g in grads]).double()
+
+    priority = td.detach().double().abs() + 1e-6
+    best = best_shift_alpha(grad(d_focal), grad(d_base), lambda a: grad(priority**a * d_base))
+    assert best == pytest.approx(2 * gamma)
 
 
 def test_alpha_shift_is_read_only_from_a_sampler_and_logged(tmp_path):
