@@ -3,7 +3,9 @@ gradients computed one transition at a time."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,3 +217,18 @@ def test_alpha_shift_is_read_only_from_a_sampler_and_logged(tmp_path):
         agent, buf, np.random.default_rng(0), sample_size=64, priority=lambda d: np.ones_like(d), beta=0.0
     )
     assert math.isnan(plain["alpha_shift"])  # a plain function carries no α to rescale
+
+
+def test_alpha_fit_experiment_core_at_tiny_size():
+    """experiments/alpha_fit/run.py: one row per (dist, base, τ, γ); α* rises towards 2γ with τ for the MSE base."""
+    path = Path(__file__).resolve().parents[1] / "experiments" / "alpha_fit" / "run.py"
+    spec = importlib.util.spec_from_file_location("alpha_fit_run", path)  # experiments/ is not a package
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.fit_table(500, gammas=(0.3, 1.0), tau_multiples=(1.0, 1000.0))
+    assert len(rows) == 3 * 2 * 2 * 2
+    for dist in module.DISTS:
+        sel = [r for r in rows if r["dist"] == dist and r["base"] == "mse"]
+        mse = {(r["tau_multiple"], r["gamma"]): r["alpha_star"] for r in sel}
+        for gamma in (0.3, 1.0):
+            assert mse[1.0, gamma] < mse[1000.0, gamma] == pytest.approx(2 * gamma, abs=0.02)
