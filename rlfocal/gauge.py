@@ -130,7 +130,7 @@ def best_shift_alpha(
     grid: tuple[float, ...] = ALPHA_GRID,
 ) -> float:
     """The α in ``grid`` whose PER (β = 0) gradient ``per_gradient(α)`` maximises ``shift_cosine``; NaN if no
-    cosine is defined. Costs one gradient per α."""
+    cosine is defined. One gradient per α; an answer at an end of the grid means the best α may lie beyond it."""
     cosines = np.array([shift_cosine(g_focal, g_uniform, per_gradient(a)) for a in grid])
     return math.nan if np.isnan(cosines).all() else grid[int(np.nanargmax(cosines))]
 
