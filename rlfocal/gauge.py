@@ -10,14 +10,14 @@ Measured on a uniform probe of M stored transitions S, with the current networks
   cosine between ``ĝ_F − ĝ_U`` and ``ĝ_P − ĝ_U`` (unit vectors), with PER at β = 0, i.e. its prioritisation alone
   (at β = 1 PER's expected gradient on a fixed buffer is exactly uniform's and the shift vanishes). The mirror loss
   scores exactly 1 here (Fujimoto et al.'s Theorem 1 on the probe); 0 means unrelated reweightings.
-- ``modulator_spearman``: Spearman rank correlation between the focal modulators ``(1 − e^{−L/τ})^γ`` (a monotone
-  function of the fresh |δ|) and the priorities the sampler actually stores for S, which were set when each
-  transition was last replayed: 1 means PER's stale priorities rank surprise as focal does now.
 - ``alpha_fit``: the exponent α* for which |δ|^α best matches focal-TD's effective per-sample weight relative to
   Huber, ``w_i = (∂FL/∂δ_i)/(∂L/∂δ_i)`` (``fit_exponent``: least squares of log w on log |δ|). DESIGN.md §2.2
   predicts α* = 2γ for L ≪ τ; the gauge's τ is the probe's mean loss, where it falls below.
 - ``alpha_shift``: the PER (β = 0) exponent α in ``ALPHA_GRID`` whose shift best matches focal's (largest
   ``shift_cosine``); needs ``priority`` to be a bound sampler method with ``alpha`` > 0, else NaN.
+- ``modulator_spearman``: Spearman rank correlation between the focal modulators ``(1 − e^{−L/τ})^γ`` (a monotone
+  function of the fresh |δ|) and the priorities the sampler actually stores for S, which were set when each
+  transition was last replayed: 1 means PER's stale priorities rank surprise as focal does now.
 - ``priority_ess``: effective sample size ``(Σp)² / (N Σp²)`` of the sampling distribution over all N stored
   transitions (1 = uniform; small = a few transitions dominate).
 - ``priority_staleness``: mean number of gradient steps since each stored priority was last set.
