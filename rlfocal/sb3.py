@@ -1,4 +1,5 @@
 """Stable-Baselines3 interop: rlfocal's prioritized replay and TD losses behind SB3's own DQN interface.
+(One file for SB3's buffer and learner, ~400 lines: both follow SB3's class layout, which keeps them together.)
 
     from rlfocal.sb3 import DQN, PrioritizedReplayBuffer
 

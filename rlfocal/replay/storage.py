@@ -8,6 +8,9 @@ and ``0`` if it terminated. So every learner computes ``y = R + discount * max_a
 Transitions arrive per *stream* (one environment instance, ``env_id``): n-step returns and frame stacks are
 built within a stream, so interleaved vectorised environments stay correct.
 
+Longer than most modules on purpose: n-step windows, frame rings and eviction share one set of ring indices, and
+splitting them would spread one invariant over several files.
+
 With ``frame_stack = k > 1`` (Atari), ``obs_shape = (k, *frame_shape)`` and each frame is stored once in a
 frame ring; a transition keeps the ring positions of its k obs frames and k next-obs frames and a stack is
 rebuilt at gather time. Consecutive adds of a stream must then chain (``obs`` equals the previous ``next_obs``
