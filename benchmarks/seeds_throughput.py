@@ -70,12 +70,12 @@ MAX_MEASURED_SEQUENTIAL = 8  # sequential S above this: extrapolated from the 8 
 TARGET_SPEEDUP, TARGET_S, TARGET_FLOOR = 3.0, 32, 1.5
 
 
-def _train_throughput_settings() -> dict[str, Any]:
-    """CartPole settings of ``train_throughput.py`` (read from it, so the two benchmarks cannot drift apart)."""
+def _train_throughput() -> Any:
+    """``train_throughput.py`` as a module (its CartPole settings, so the two benchmarks cannot drift apart)."""
     spec = importlib.util.spec_from_file_location("train_throughput", HERE / "train_throughput.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return dict(module.SETTINGS)
+    return module
 
 
 @dataclass(frozen=True)
@@ -97,21 +97,9 @@ class Task:
 
 def make_tasks() -> dict[str, Task]:
     """DeepSea N = 20 (its preset), CartPole (train_throughput's settings), MiniGrid DoorKey-5x5 (its preset)."""
-    s = _train_throughput_settings()
-    cartpole = (
-        "env=cartpole",
-        f"replay.capacity={s['buffer_size']}",
-        f"agent.batch_size={s['batch_size']}",
-        f"agent.train_freq={s['train_freq']}",
-        f"agent.target_update_period={s['target_update']}",
-        f"agent.hidden=[{s['hidden']},{s['hidden']}]",
-        f"agent.lr={s['lr']}",
-        f"agent.gamma={s['gamma']}",
-        f"agent.max_grad_norm={s['max_grad_norm']}",
-        f"agent.eps_end={s['eps_end']}",
-        f"agent.eps_fraction={s['eps_fraction']}",
-        "agent.double=false",
-    )
+    throughput = _train_throughput()
+    s = throughput.SETTINGS
+    cartpole = ("env=cartpole", *throughput.rlfocal_overrides())
     return {
         # preset: MLP 64x64 over the 400-wide one-hot, batch 32, a gradient step every env step, double-Q
         "deepsea20": Task("deepsea20", ("env=deepsea", "env.kwargs.size=20"), 100, 400, (64, 64), 32, True),

@@ -39,28 +39,10 @@ SETTINGS = {
 }
 
 
-def run_rlfocal(steps: int, replay: str, seed: int) -> float:
-    import tempfile
-
-    from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
-
-    from rlfocal.config import register_configs, validate
-    from rlfocal.train import run
-
-    s = SETTINGS
-    overrides = [
-        f"replay={replay}",
-        "loss=huber",
-        "logger=none",
-        "device=cpu",
-        "progress=false",
-        "eval_every=0",
-        f"total_steps={steps}",
-        f"seed={seed}",
-        f"checkpoint_every={10 * steps}",
+def rlfocal_overrides(s: dict = SETTINGS) -> list[str]:
+    """``SETTINGS`` as rlfocal's Hydra overrides (buffer, network, update; not the budget or learning_starts)."""
+    return [
         f"replay.capacity={s['buffer_size']}",
-        f"agent.learning_starts={s['learning_starts']}",
         f"agent.batch_size={s['batch_size']}",
         f"agent.train_freq={s['train_freq']}",
         f"agent.target_update_period={s['target_update']}",
@@ -71,6 +53,30 @@ def run_rlfocal(steps: int, replay: str, seed: int) -> float:
         f"agent.eps_end={s['eps_end']}",
         f"agent.eps_fraction={s['eps_fraction']}",
         "agent.double=false",
+    ]
+
+
+def run_rlfocal(steps: int, replay: str, seed: int) -> float:
+    import tempfile
+
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from rlfocal.config import register_configs, validate
+    from rlfocal.train import run
+
+    overrides = [
+        f"replay={replay}",
+        "loss=huber",
+        "logger=none",
+        "device=cpu",
+        "progress=false",
+        "eval_every=0",
+        f"total_steps={steps}",
+        f"seed={seed}",
+        f"checkpoint_every={10 * steps}",
+        f"agent.learning_starts={SETTINGS['learning_starts']}",
+        *rlfocal_overrides(),
         f"logger.log_every={steps}",
     ]
     register_configs()
