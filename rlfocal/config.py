@@ -111,6 +111,13 @@ class Config:
         "continue from the run directory's checkpoint: true (it must exist), auto (if any)",
         choices=(False, True, "auto"),
     )
+    demonstrations: int = param(
+        0,
+        "episodes of the environment's expert policy played first in every environment and stored like any other"
+        " (deepsea, cliffwalk): the rewarding path is in replay from the start",
+        unit="episodes",
+        low=0,
+    )
     eval_every: int = param(5_000, "steps between greedy evaluations (0: off)", unit="env steps", low=0)
     eval_episodes: int = param(10, "episodes per evaluation", unit="episodes", low=1)
     eval_epsilon: float = param(0.0, "ε of the evaluation policy", low=0.0, high=1.0)

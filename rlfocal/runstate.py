@@ -26,6 +26,7 @@ class Counters:
     wall_time_s: float = 0.0  # training time of the run's earlier parts (resumed runs report the whole run)
     start_step: int = 0  # global_step when this part began
     logger: list[dict] = field(default_factory=list)  # per seed lane: what a resumed logger needs (wandb id)
+    demonstrated: list[list[int]] = field(default_factory=list)  # [S][E] demonstration episodes finished
 
 
 class StopFlag:

@@ -41,6 +41,7 @@ from rlfocal.checkpoint import CheckpointError, load_checkpoint, previous_path, 
 from rlfocal.cli import preflight
 from rlfocal.config import Config, ConfigError, register_configs, validate
 from rlfocal.envs import EnvArgumentError, check_env, make_env
+from rlfocal.envs.experts import Demonstrator, expert_policy
 from rlfocal.envs.lanes import make_lane_envs
 from rlfocal.evaluation import evaluate_lanes
 from rlfocal.extras import MissingExtra, require_extra
@@ -71,6 +72,7 @@ class Run:
     device: torch.device
     config_dict: dict
     deferred: DeferredPriorities | None = None  # priority write-back one update late (replay.deferred)
+    demonstrator: Demonstrator | None = None  # plays the expert's first episodes (demonstrations=K; K=0: never)
     stop: StopFlag | None = None
     t_start: float = 0.0  # perf_counter when this part of the run began
     wall_base: float = 0.0  # wall time of the run's earlier parts
@@ -175,6 +177,7 @@ def checkpoint(r: Run) -> None:
     check_finite(r)
     flush_priorities(r)
     r.counters.logger = [lane.log.state for lane in r.lanes]
+    r.counters.demonstrated = r.demonstrator.done.tolist()
     r.counters.wall_time_s = r.wall_base + time.perf_counter() - r.t_start
     buffer = r.buffer if r.cfg.save_replay else None
     save_checkpoint(r.ckpt_path, r.agent, buffer, vars(r.counters), r.config_dict)
@@ -194,8 +197,9 @@ def train(r: Run) -> None:
     while step < cfg.total_steps and r.stop.signum is None:
         # act in every environment of every seed and store the steps (each env is its own n-step stream)
         epsilon = exploration_epsilon(cfg, step)
-        actions = r.agent.act_lanes(obs, epsilon)
+        actions = r.demonstrator.actions(obs, r.agent.act_lanes(obs, epsilon))
         out = r.envs.step(actions)
+        r.demonstrator.record(out.terminated | out.truncated)
         r.buffer.add_batch(obs, actions, out.rewards, out.next_obs, out.terminated, out.truncated, env_ids)
         obs = out.obs
         for k, lane in enumerate(r.lanes):
@@ -272,6 +276,9 @@ def build_run(cfg: Config, run_dir: Path, config_dict: dict) -> Run:
     deferred = cfg.replay.deferred is True or (cfg.replay.deferred == "auto" and device.type == "cuda")
     if cfg.replay.prioritized and deferred and len(seeds) == 1:
         r.deferred = DeferredPriorities(buffer.lanes[0])
+    expert = expert_policy(cfg.env.name, cfg.env.kwargs) if cfg.demonstrations else None
+    done = counters.demonstrated or np.zeros((len(seeds), cfg.env.num_envs), dtype=np.int64)
+    r.demonstrator = Demonstrator(expert, cfg.demonstrations, done)
     return r
 
 
@@ -374,6 +381,8 @@ def main(cfg: DictConfig) -> float:
         config = validate(cfg)
         resolve_device(config.device)
         check_env(config.env.name, config.env.kwargs)
+        if config.demonstrations:
+            expert_policy(config.env.name, config.env.kwargs)
     except (ConfigError, EnvArgumentError) as err:
         print(f"config error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
