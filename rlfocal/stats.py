@@ -1,13 +1,16 @@
 """Aggregate statistics for few-run RL results, after rliable (Agarwal et al. 2021, https://arxiv.org/abs/2108.13264).
 
 Pure numpy, no rliable or pandas: the interquartile mean, the optimality gap, rliable's stratified bootstrap with
-percentile intervals, and a per-x bootstrap band for learning curves. Every function rejects empty input and
-NaN/inf scores with a ``ValueError`` rather than returning a NaN that would silently spread into a report.
+percentile intervals, a per-x bootstrap band for learning curves, and the paired comparisons of issue 14's study
+(probability of improvement, sign-flip tests, TOST equivalence, Holm's correction, the minimum detectable effect).
+Every function rejects empty input and NaN/inf scores with a ``ValueError`` rather than returning a NaN that would
+silently spread into a report.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from statistics import NormalDist
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -115,3 +118,100 @@ def mean_ci_over_seeds(
     boot = counts @ y / n  # [reps, x]
     lo, hi = _percentile_interval(boot, ci)
     return y.mean(axis=0), lo, hi
+
+
+# ------------------------------------------------------------------------------------ paired comparisons
+# The study pairs arms by seed (common random numbers: seed k of every arm shares its environment, initialisation
+# and sampling streams), so the tests below take the per-seed differences d_k = x_k - y_k.
+
+
+def probability_of_improvement(x: ArrayLike, y: ArrayLike) -> float:
+    """P(X > Y) + P(X = Y) / 2 over all run pairs of one task: rliable's ``probability_of_improvement``
+    (the Mann–Whitney U statistic over n·m). 0.5 means no difference; 1 means every run of X beats every run of Y."""
+    a, b = _finite(x, "x").ravel(), _finite(y, "y").ravel()
+    greater = (a[:, None] > b[None, :]).mean()
+    ties = (a[:, None] == b[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def probability_of_improvement_ci(
+    x: ArrayLike, y: ArrayLike, reps: int = 2000, ci: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Point estimate and percentile CI of ``probability_of_improvement``, resampling the runs of X and of Y
+    independently (rliable's interval for one task). Returns ``(point, low, high)``."""
+    _check_ci(ci, reps)
+    a, b = _finite(x, "x").ravel(), _finite(y, "y").ravel()
+    rng = np.random.default_rng(seed)
+    boot = [
+        probability_of_improvement(a[rng.integers(0, a.size, a.size)], b[rng.integers(0, b.size, b.size)])
+        for _ in range(reps)
+    ]
+    lo, hi = _percentile_interval(np.array(boot), ci)
+    return probability_of_improvement(a, b), float(lo), float(hi)
+
+
+def sign_flip_pvalue(d: ArrayLike, alternative: str = "two-sided", reps: int = 20_000, seed: int = 0) -> float:
+    """p-value of the paired sign-flip (permutation) test of "the mean of the differences ``d`` is 0".
+
+    Under the null each d_k is as likely to be -d_k (a distribution symmetric about 0), so the observed mean is
+    compared with the means of ``reps`` random sign flips. Exact enumeration of all 2^n flips for n <= 16.
+    ``alternative``: "two-sided", "greater" (mean > 0) or "less". The p-value counts the observed flip, as in
+    (1 + #{at least as extreme}) / (1 + reps), so it is never 0.
+    """
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ValueError(f"alternative={alternative!r} is not allowed: one of two-sided, greater, less")
+    x = _finite(d, "d").ravel()
+    n = x.size
+    if n <= 16:  # every sign pattern once
+        signs = 1.0 - 2.0 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
+        means = signs @ x / n
+        observed, total, extra = x.mean(), means.size, 0
+    else:
+        rng = np.random.default_rng(seed)
+        means = rng.choice([-1.0, 1.0], size=(reps, n)) @ x / n
+        observed, total, extra = x.mean(), reps + 1, 1
+    tol = 1e-12 * max(1.0, abs(observed))  # the observed mean among the flips must count as "as extreme"
+    if alternative == "greater":
+        hits = (means >= observed - tol).sum()
+    elif alternative == "less":
+        hits = (means <= observed + tol).sum()
+    else:
+        hits = (np.abs(means) >= abs(observed) - tol).sum()
+    return float(min(1.0, (hits + extra) / total))
+
+
+def tost_pvalue(d: ArrayLike, margin: float, reps: int = 20_000, seed: int = 0) -> float:
+    """Two one-sided tests of equivalence on paired differences: p for "|mean(d)| >= margin" (reject: the arms
+    are equivalent within ``margin``). The larger of the sign-flip p-values of "mean(d) > -margin" and
+    "mean(d) < margin", each testing the differences shifted to its boundary."""
+    if not (np.isfinite(margin) and margin > 0):
+        raise ValueError(f"margin={margin} is not allowed: must be a finite number > 0")
+    x = _finite(d, "d").ravel()
+    lower = sign_flip_pvalue(x + margin, "greater", reps, seed)
+    upper = sign_flip_pvalue(x - margin, "less", reps, seed)
+    return max(lower, upper)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (family-wise error control over all the comparisons given), in the
+    order given: the k-th smallest p is multiplied by (m - k + 1), then made monotone and capped at 1."""
+    p = _finite(list(pvalues), "pvalues").ravel()
+    if ((p < 0) | (p > 1)).any():
+        raise ValueError(f"p-values must lie in [0, 1], got {p.tolist()}")
+    order = np.argsort(p, kind="stable")
+    m = p.size
+    adjusted = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out.tolist()
+
+
+def minimum_detectable_effect(sd_diff: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean paired difference a two-sided level-``alpha`` test detects with probability
+    ``power``: (z_{1-α/2} + z_{power}) · sd / √n (normal approximation; 2.80 · sd / √n at the defaults)."""
+    if n < 2 or not (np.isfinite(sd_diff) and sd_diff >= 0):
+        raise ValueError(f"need n >= 2 and a finite sd >= 0, got n={n}, sd_diff={sd_diff}")
+    if not (0 < alpha < 1 and 0 < power < 1):
+        raise ValueError(f"alpha={alpha} and power={power} must lie in (0, 1)")
+    z = NormalDist().inv_cdf
+    return float((z(1 - alpha / 2) + z(power)) * sd_diff / np.sqrt(n))

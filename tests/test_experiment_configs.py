@@ -66,4 +66,7 @@ def test_each_experiment_sweeps_existing_options(experiment):
     tasks = [t.strip() for t in params["+task"].split(",")]
     assert set(tasks) <= set(TASKS) and all(t.startswith(experiment.split("_")[-1]) for t in tasks)
     assert params["+arm"] == "glob(*)"  # every arm file joins the sweep: a new arm needs no list edited
-    assert len(str(params["seed"]).split(",")) >= 3
+    if experiment.startswith("study"):  # the study: one num_seeds batch per arm, so seeds pair across arms
+        assert "seed" not in params and cfg.num_seeds >= 20
+    else:
+        assert len(str(params["seed"]).split(",")) >= 3

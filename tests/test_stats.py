@@ -6,7 +6,18 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from rlfocal.stats import iqm, mean_ci_over_seeds, optimality_gap, stratified_bootstrap_ci
+from rlfocal.stats import (
+    holm,
+    iqm,
+    mean_ci_over_seeds,
+    minimum_detectable_effect,
+    optimality_gap,
+    probability_of_improvement,
+    probability_of_improvement_ci,
+    sign_flip_pvalue,
+    stratified_bootstrap_ci,
+    tost_pvalue,
+)
 
 
 def test_iqm_of_a_hand_made_array():
@@ -116,4 +127,80 @@ def test_mean_ci_over_seeds_is_the_mean_with_a_band_around_it():
 )
 def test_bad_input_raises_a_clear_error(call, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        call()
+
+
+# ------------------------------------------------------------------------------------ paired comparisons
+
+
+def test_probability_of_improvement_is_mann_whitney_u_over_nm():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(3)
+    x, y = rng.integers(0, 5, 12).astype(float), rng.integers(0, 5, 9).astype(float)  # ties on purpose
+    u = scipy_stats.mannwhitneyu(x, y).statistic
+    assert probability_of_improvement(x, y) == pytest.approx(u / (x.size * y.size))
+    assert probability_of_improvement([2.0, 3.0], [0.0, 1.0]) == 1.0 and probability_of_improvement([1.0], [1.0]) == 0.5
+    point, lo, hi = probability_of_improvement_ci(x, y, reps=300)
+    assert lo <= point <= hi and 0.0 <= lo and hi <= 1.0
+
+
+@pytest.mark.parametrize("alternative", ["two-sided", "greater", "less"])
+def test_the_exact_sign_flip_test_matches_scipys_permutation_test(alternative):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    d = np.array([0.8, -0.3, 1.1, 0.4, 0.9, -0.2, 0.5, 1.3, 0.05, 0.7])
+    ref = scipy_stats.permutation_test(
+        (d,), np.mean, permutation_type="samples", n_resamples=np.inf, alternative=alternative
+    ).pvalue
+    assert sign_flip_pvalue(d, alternative) == pytest.approx(ref)
+
+
+def test_the_monte_carlo_sign_flip_test_agrees_with_the_exact_one_and_holds_its_level():
+    rng = np.random.default_rng(0)
+    d = rng.normal(0.3, 1.0, 16)
+    exact = sign_flip_pvalue(d)
+    mc = sign_flip_pvalue(np.concatenate([d, d[:1] * 0]), reps=40_000)  # n = 17: sampled flips, one zero added
+    assert mc == pytest.approx(exact, abs=0.02)
+    # under the null (symmetric differences) a level-0.05 test rejects about 5% of the time
+    rejections = [sign_flip_pvalue(rng.normal(0, 1, 20), reps=999, seed=i) < 0.05 for i in range(400)]
+    assert 0.02 < np.mean(rejections) < 0.09
+
+
+def test_tost_declares_equivalence_only_inside_the_margin():
+    rng = np.random.default_rng(1)
+    close = rng.normal(0.0, 0.1, 30)  # mean near 0, sd 0.1: equivalent within 0.2, not within 0.01
+    assert tost_pvalue(close, 0.2, reps=5000) < 0.01
+    assert tost_pvalue(close, 0.01, reps=5000) > 0.2
+    shifted = close + 0.5  # clearly different: never equivalent within 0.2
+    assert tost_pvalue(shifted, 0.2, reps=5000) > 0.9
+
+
+def test_holm_adjusts_as_the_textbook_example():
+    # Holm (1979)-style step-down: sorted p 0.01, 0.02, 0.03, 0.04 -> 0.04, 0.06, 0.06, 0.06, in the given order
+    assert holm([0.03, 0.01, 0.04, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_the_minimum_detectable_effect_has_the_stated_power():
+    assert minimum_detectable_effect(1.0, 100) == pytest.approx(0.2802, abs=1e-4)
+    # a z-test at the MDE rejects in ~80% of simulated paired samples (sd known, n = 30)
+    rng = np.random.default_rng(2)
+    mde = minimum_detectable_effect(1.0, 30)
+    z = rng.normal(mde, 1.0, (20_000, 30)).mean(axis=1) * np.sqrt(30)
+    assert np.mean(np.abs(z) > 1.959964) == pytest.approx(0.8, abs=0.02)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: probability_of_improvement([], [1.0]), "x is empty"),
+        (lambda: sign_flip_pvalue([1.0, np.nan]), "NaN"),
+        (lambda: sign_flip_pvalue([1.0], "bigger"), "alternative='bigger'"),
+        (lambda: tost_pvalue([1.0, 2.0], 0.0), "margin=0.0"),
+        (lambda: holm([0.5, 1.5]), "[0, 1]"),
+        (lambda: minimum_detectable_effect(1.0, 1), "n >= 2"),
+        (lambda: minimum_detectable_effect(1.0, 10, power=1.0), "power=1.0"),
+    ],
+)
+def test_bad_comparison_input_raises_a_clear_error(call, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[").replace(".", r"\.")):
         call()

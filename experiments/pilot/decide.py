@@ -1,62 +1,54 @@
 """The pilot's decision (issue 14, item 5): keep a task for the study only where PER beats DQN by at least one
-standard deviation of DQN's final scores across seeds. Reads the report's ``scores.csv``; writes one row per task
-and PER variant, with the paired (same-seed) differences beside the unpaired summary."""
+standard deviation of DQN's scores across seeds. Scores are the study's (`experiments/study/scores.py`: fixed
+references; on DeepSea with a demonstration, the updates until the greedy policy is optimal); one row per task and
+PER variant, with the paired (same-seed) differences beside the unpaired summary.
+
+    python experiments/pilot/decide.py experiments/pilot/results/deepsea_demo/runs --out decision.csv
+"""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import math
-from collections import defaultdict
+import sys
 from pathlib import Path
 
-DQN = "uniform+huber"
-PERS = ("per+huber", "per(beta=0,beta_final=0)+huber")
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "study"))
+from scores import by_task_arm, load_scores  # noqa: E402
+
+DQN = "dqn"
+PERS = ("per", "per_beta0")
 
 
-def read_scores(path: Path) -> dict[str, dict[str, dict[int, float]]]:
-    """``{env: {arm: {seed: final_score}}}``."""
-    scores: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            scores[row["env"]][row.get("group") or row["arm"]][int(row["seed"])] = float(row["final_score"])
-    return scores
-
-
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
-    return mean, sd
-
-
-def decide(scores: dict[str, dict[str, dict[int, float]]]) -> list[dict[str, object]]:
+def decide(table) -> list[dict[str, object]]:
     rows = []
-    for env, arms in sorted(scores.items()):
+    for task, arms in sorted(table.items()):
         if DQN not in arms:
             continue
-        dqn_mean, dqn_sd = mean_sd(list(arms[DQN].values()))
+        dqn = np.array([s.score for s in arms[DQN].values()])
         for per in PERS:
             if per not in arms:
                 continue
             seeds = sorted(set(arms[per]) & set(arms[DQN]))
-            per_mean, per_sd = mean_sd([arms[per][s] for s in seeds])
-            diffs = [arms[per][s] - arms[DQN][s] for s in seeds]
-            diff_mean, diff_sd = mean_sd(diffs)
-            effect = (per_mean - dqn_mean) / dqn_sd if dqn_sd > 0 else math.nan
-            t = diff_mean / (diff_sd / math.sqrt(len(diffs))) if diff_sd > 0 else math.nan
+            x = np.array([arms[per][s].score for s in seeds])
+            d = x - np.array([arms[DQN][s].score for s in seeds])
+            dqn_sd, diff_sd = float(dqn.std(ddof=1)), float(d.std(ddof=1))
+            effect = (x.mean() - dqn.mean()) / dqn_sd if dqn_sd > 0 else math.nan
             rows.append(
                 {
-                    "env": env,
+                    "task": task,
                     "per_arm": per,
                     "seeds": len(seeds),
-                    "dqn_mean": dqn_mean,
+                    "dqn_mean": float(dqn.mean()),
                     "dqn_sd": dqn_sd,
-                    "per_mean": per_mean,
-                    "per_sd": per_sd,
-                    "paired_diff_mean": diff_mean,
+                    "per_mean": float(x.mean()),
+                    "per_sd": float(x.std(ddof=1)),
+                    "paired_diff_mean": float(d.mean()),
                     "paired_diff_sd": diff_sd,
-                    "paired_t": t,
+                    "paired_t": float(d.mean() / (diff_sd / math.sqrt(d.size))) if diff_sd > 0 else math.nan,
                     "effect_in_dqn_sd": effect,
                     "keep": bool(effect >= 1.0),
                 }
@@ -65,18 +57,18 @@ def decide(scores: dict[str, dict[str, dict[int, float]]]) -> list[dict[str, obj
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("scores", type=Path)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", type=Path, help="folder of <task>/<arm>/seed_<k>/ runs")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    rows = decide(read_scores(args.scores))
+    rows = decide(by_task_arm(load_scores(args.runs)))
     with args.out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["env"])
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["task"])
         writer.writeheader()
         writer.writerows(rows)
     for r in rows:
         print(
-            f"{r['env']:<28} {r['per_arm']:<34} PER − DQN = {r['per_mean'] - r['dqn_mean']:+8.2f} "
+            f"{r['task']:<24} {r['per_arm']:<10} PER − DQN = {r['per_mean'] - r['dqn_mean']:+.3f} "
             f"({r['effect_in_dqn_sd']:+.2f} σ of DQN, paired t {r['paired_t']:+.2f}, n = {r['seeds']}): "
             f"{'keep' if r['keep'] else 'drop'}"
         )

@@ -31,6 +31,7 @@ class Arm:
     gamma: float = 0.0  # focal exponent (0 = cross-entropy)
     class_alpha: bool = False  # weight each class by its normalised inverse frequency
     per_alpha: float = 0.0  # priority exponent of the loss-prioritized sampler
+    is_weights: bool = True  # the sampler's IS weights (β 0.4 → 1); False: β = 0, the sampling's full bias kept
 
 
 ARMS: dict[str, Arm] = {
@@ -42,9 +43,15 @@ ARMS: dict[str, Arm] = {
         Arm("focal_g1", "uniform", gamma=1.0, class_alpha=True),
         Arm("focal_g2", "uniform", gamma=2.0, class_alpha=True),
         Arm("focal_g5", "uniform", gamma=5.0, class_alpha=True),
+        Arm("focal_g1_no_alpha", "uniform", gamma=1.0),
         Arm("focal_g2_no_alpha", "uniform", gamma=2.0),
         Arm("per_a0.6", "per", per_alpha=0.6),
         Arm("per_a1", "per", per_alpha=1.0),
+        # the sharp analogue of focal without class weights: for a confident example CE = -log p ≈ 1 - p, so
+        # focal's factor (1 - p)^γ ≈ CE^γ, which is what sampling by CE^α without IS weights does in expectation
+        # at α = γ (issue 14, item 7)
+        Arm("per_a1_beta0", "per", per_alpha=1.0, is_weights=False),
+        Arm("per_a2_beta0", "per", per_alpha=2.0, is_weights=False),
         Arm("ohem", "ohem"),
     ]
 }
@@ -293,7 +300,7 @@ def train_and_evaluate(arm: Arm, split: Split, cfg: TrainConfig, seed: int) -> d
             loss, _ = ohem_loss(model, x[idx], y[idx], cfg.batch_size)
         else:
             if sampler is not None:
-                beta = cfg.beta0 + (1.0 - cfg.beta0) * step / max(1, cfg.steps - 1)
+                beta = cfg.beta0 + (1.0 - cfg.beta0) * step / max(1, cfg.steps - 1) if arm.is_weights else 0.0
                 idx, is_weights = sampler.sample(cfg.batch_size, beta)
                 weights = torch.as_tensor(is_weights, dtype=torch.float32)
             else:
