@@ -26,7 +26,7 @@ for run in "$sweeps"/*/*/seed_*/; do  # keep each seed's small files beside the 
     cp "$run/metrics.csv" "$run/config.yaml" "$run/summary.json" "$dest/"
 done
 python -m rlfocal.report "$out/runs" --out "$out"
-python experiments/pilot/decide.py "$out/scores.csv" --out "$out/decision.csv"
+python experiments/pilot/decide.py "$out/runs" --out "$out/decision.csv"
 {
     echo "${TASKS:+TASKS=\"$TASKS\" }bash experiments/pilot/run.sh${OVERRIDES:+  (OVERRIDES=$OVERRIDES)}"
     echo "wall time $(( $(date +%s) - start )) s"

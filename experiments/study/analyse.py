@@ -29,6 +29,7 @@ from rlfocal import stats  # noqa: E402
 COMPARISONS = [
     ("per_beta0", "dqn", "PER without IS weights beats DQN (the task can tell the analogy from nothing)"),
     ("per", "dqn", "PER as practised (β annealed to 1) beats DQN"),
+    ("per_lr_quarter", "per", "PER at a quarter of the learning rate (Schaul et al.'s Atari setting) differs from PER"),
     ("focal_matched", "dqn", "focal-TD in the α = 2γ regime beats DQN"),
     ("focal_matched", "per_beta0", "matched focal-TD differs from its counterpart PER(β = 0)"),
     ("focal", "dqn", "literal focal-TD (τ = running mean of L) beats DQN"),
@@ -172,7 +173,7 @@ def plot(table, arms_csv: list[dict], path: Path) -> None:
             ax.plot(grid, [(updates <= g).mean() for g in grid], label=arm)
         ax.set_xlabel("gradient updates")
         ax.set_ylabel("fraction of seeds with an optimal greedy policy")
-        ax.set_title(f"{task}: when the greedy policy is first optimal")
+        ax.set_title(f"{task}: greedy policy first optimal")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
