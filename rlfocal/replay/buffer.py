@@ -133,6 +133,11 @@ class ReplayBuffer:
 
     def _draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Slots and importance weights of a batch (the sampler's fresh arrays)."""
+        self.check_batch_size(batch_size)
+        return self.sampler.sample(int(batch_size), self.storage.start, self.storage.size, self.rng)
+
+    def check_batch_size(self, batch_size: int) -> None:
+        """Raise ``ValueError`` unless ``batch_size`` is a positive integer no larger than the transitions stored."""
         size = self.storage.size
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -140,7 +145,6 @@ class ReplayBuffer:
             raise ValueError("cannot sample from an empty buffer: add transitions first")
         if batch_size > size:
             raise ValueError(f"batch_size {batch_size} is larger than the {size} transitions stored")
-        return self.sampler.sample(int(batch_size), self.storage.start, size, self.rng)
 
     def _sample(self, batch_size: int) -> Batch:
         slots, weights = self._draw(batch_size)

@@ -395,6 +395,23 @@ class TransitionStorage:
                     break
 
     # ------------------------------------------------------------------ reading
+    def gathered_arrays(self) -> tuple[str, ...]:
+        """Names of the arrays ``gather`` reads (with frame stacks: the frame ring and each slot's frame positions)."""
+        return ("actions", "rewards", "discounts", *(self._ARRAYS_FLAT if self.frame_stack == 1 else self._FRAME_RING))
+
+    def move_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Keep the named arrays in the given zero-filled ones (same shapes and dtypes) from now on, e.g. one lane's
+        rows of arrays stacked over seed lanes, so all lanes gather at once; stored content moves there."""
+        for name, array in arrays.items():
+            own = getattr(self, name)
+            if array.shape != own.shape or array.dtype != own.dtype:
+                raise ValueError(f"array {name!r} has shape {array.shape} and dtype {array.dtype}, this storage "
+                                 f"needs {own.shape} and {own.dtype}")  # fmt: skip
+        for name, array in arrays.items():
+            if self.size or getattr(self, "frames_written", 0):  # a fresh storage's pages stay untouched
+                np.copyto(array, getattr(self, name))
+            setattr(self, name, array)
+
     def gather(self, slots: np.ndarray, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Transition fields at ``slots``; written into ``out``'s arrays when given (e.g. pinned memory)."""
         fields = {
@@ -424,6 +441,7 @@ class TransitionStorage:
     # ------------------------------------------------------------------ checkpoints
     _ARRAYS_FLAT = ("obs", "next_obs")
     _ARRAYS_FRAMES = ("frames", "frame_ids", "first_frame")
+    _FRAME_RING = ("frames", "frame_ids")
 
     def _array_names(self) -> tuple[str, ...]:
         extra = self._ARRAYS_FLAT if self.frame_stack == 1 else self._ARRAYS_FRAMES

@@ -7,7 +7,8 @@ and does not drift, however many updates it sees. It knows nothing about transit
 
 The compiled kernels ``set_leaves``, ``set_priorities_from_errors``, ``descend`` and ``descend_stratified`` are the
 public numba-level API: code compiled with numba (the Cliffwalk experiment's inner loop) calls them on a tree's
-node arrays directly; everything else goes through ``SumTree``.
+node arrays directly; everything else goes through ``SumTree``. Their ``_lanes`` variants run them over S trees
+stacked ``[S, 2P, columns]`` in one call (``LaneReplay``, one tree per seed).
 """
 
 from __future__ import annotations
@@ -120,6 +121,25 @@ def descend_stratified(sums, leaf0, uniforms, out_idx, out_prio):  # pragma: no 
     descend(sums, leaf0, prefixes, out_idx, out_prio)
 
 
+@njit(cache=True)
+def descend_stratified_lanes(nodes, leaf0, uniforms, out_idx, out_prio):  # pragma: no cover - compiled
+    """``descend_stratified`` in each of S trees stacked as ``nodes[S, 2P, columns]``: row k of the arrays in tree k."""
+    for k in range(nodes.shape[0]):
+        descend_stratified(nodes[k, :, 0], leaf0, uniforms[k], out_idx[k], out_prio[k])
+
+
+@njit(cache=True)
+def set_priorities_from_errors_lanes(  # pragma: no cover - compiled
+    nodes, leaf0, rows, indices, errors, eps, floor, alpha, raw_max
+):
+    """``set_priorities_from_errors`` in tree ``k = rows[j]`` of ``nodes[S, 2P, columns]`` from row k of ``indices``
+    and ``errors`` (finite, checked by the caller), with lane k's ``eps``, ``floor`` and ``alpha``; ``raw_max[j]``
+    gets its largest raw priority."""
+    for j in range(rows.shape[0]):
+        k = rows[j]
+        raw_max[j] = set_priorities_from_errors(nodes[k], leaf0, indices[k], errors[k], eps[k], floor[k], alpha[k])
+
+
 def next_pow2(n: int) -> int:
     """Smallest power of two >= n (1 for n <= 1): the leaf count of a heap-layout tree over n slots."""
     return 1 << max(0, (n - 1).bit_length())
@@ -166,6 +186,15 @@ class SumTree:
     @property
     def nbytes(self) -> int:
         return self._nodes.nbytes
+
+    def move_nodes(self, nodes: np.ndarray) -> None:
+        """Keep the nodes in ``nodes`` from now on (same shape and dtype, e.g. one tree of a stack that a kernel
+        searches at once), copying the current ones there."""
+        if nodes.shape != self._nodes.shape or nodes.dtype != self._nodes.dtype:
+            raise ValueError(f"nodes has shape {nodes.shape} and dtype {nodes.dtype}, this tree needs "
+                             f"{self._nodes.shape} and {self._nodes.dtype}")  # fmt: skip
+        np.copyto(nodes, self._nodes)
+        self._nodes = nodes
 
     def _check_indices(self, indices) -> np.ndarray:
         indices = np.asarray(indices)
@@ -272,4 +301,4 @@ class SumTree:
         leaves = np.asarray(state["leaves"], dtype=np.float64)
         fresh = SumTree(self.capacity, self.track_min)
         fresh.update(np.arange(self.capacity), leaves)  # validates before anything here changes
-        self._nodes = fresh._nodes
+        np.copyto(self._nodes, fresh._nodes)  # in place: the nodes may be a view into a stack of trees
