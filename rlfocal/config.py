@@ -31,6 +31,11 @@ class EnvConfig:
     vector_mode: str = param(
         "serial", "serial (in this process) or async (a subprocess each)", choices=("serial", "async")
     )
+    overlap: bool = param(
+        False,
+        "step the environments during the gradient steps (in parallel with vector_mode=async): those steps sample"
+        " the replay without the transitions being stepped, so acting runs one update late; not bit-identical",
+    )
 
     def __post_init__(self) -> None:
         check_fields(self, "env")

@@ -183,8 +183,31 @@ def checkpoint(r: Run) -> None:
     save_checkpoint(r.ckpt_path, r.agent, buffer, vars(r.counters), r.config_dict)
 
 
+def store_step(r: Run, obs: np.ndarray, actions: np.ndarray, env_ids: np.ndarray) -> np.ndarray:
+    """Wait for the environments' step of ``actions`` from ``obs`` and store it (each env is its own n-step stream);
+    count the episodes that ended. Returns the observations to act on next."""
+    out = r.envs.step_wait()
+    r.demonstrator.record(out.terminated | out.truncated)
+    r.buffer.add_batch(obs, actions, out.rewards, out.next_obs, out.terminated, out.truncated, env_ids)
+    for k, lane in enumerate(r.lanes):
+        lane.window.add_episodes(out.episodes[k])
+        r.counters.episodes[k] += len(out.episodes[k])
+    return out.obs
+
+
+def learn(r: Run, prev: int, step: int, warm: int, last):
+    """The gradient steps owed for the env steps ``(prev, step]``, once the replay holds ``warm`` transitions;
+    returns the last one's (output, weights), or ``last`` when none was due."""
+    a = r.cfg.agent
+    if len(r.buffer) >= warm:
+        for _ in range(gradient_steps_due(prev, step, a.learning_starts, a.train_freq)):
+            last = learn_step(r)
+    return last
+
+
 def train(r: Run) -> None:
-    """The loop: from the counters' step to ``total_steps``, or until a stop signal."""
+    """The loop: from the counters' step to ``total_steps``, or until a stop signal. Each iteration waits for its
+    environment step, so evaluation, checkpoints and a stop never meet a pending one (``env.overlap``)."""
     cfg, a, c = r.cfg, r.cfg.agent, r.counters
     n = cfg.env.num_envs
     env_ids = np.arange(n)
@@ -195,23 +218,21 @@ def train(r: Run) -> None:
     step = prev = c.global_step
     last = None
     while step < cfg.total_steps and r.stop.signum is None:
-        # act in every environment of every seed and store the steps (each env is its own n-step stream)
+        # act in every environment of every seed and step them (the step is stored and waited for below)
         epsilon = exploration_epsilon(cfg, step)
         actions = r.demonstrator.actions(obs, r.agent.act_lanes(obs, epsilon))
-        out = r.envs.step(actions)
-        r.demonstrator.record(out.terminated | out.truncated)
-        r.buffer.add_batch(obs, actions, out.rewards, out.next_obs, out.terminated, out.truncated, env_ids)
-        obs = out.obs
-        for k, lane in enumerate(r.lanes):
-            lane.window.add_episodes(out.episodes[k])
-            c.episodes[k] += len(out.episodes[k])
+        r.envs.step_async(actions)
         prev, step = step, step + n
         c.global_step = step
 
-        # ALGO LOGIC: gradient steps on sampled batches, TD errors back to the sampler; then the target network
-        if len(r.buffer) >= warm:
-            for _ in range(gradient_steps_due(prev, step, a.learning_starts, a.train_freq)):
-                last = learn_step(r)
+        # ALGO LOGIC: store the step, then gradient steps on sampled batches, TD errors back to the sampler; with
+        # env.overlap the gradient steps come first, while the environments step; then the target network
+        if cfg.env.overlap:
+            last = learn(r, prev, step, warm, last)
+            obs = store_step(r, obs, actions, env_ids)
+        else:
+            obs = store_step(r, obs, actions, env_ids)
+            last = learn(r, prev, step, warm, last)
         if crossed(prev, step, a.target_update_period):
             r.agent.update_target(a.tau)
 

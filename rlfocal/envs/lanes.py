@@ -12,6 +12,10 @@ step, with the same same-step resets and true final observations (see `vector.py
   CartPole, reset from one generator per environment seeded as `make_env` seeds it, so it too is step for step the
   single-seed run (bit for bit: the dynamics are the same float64 operations; `tests/test_env_lanes.py` checks it).
 
+Stepping: ``step(actions)``, or ``step_async(actions)`` then ``step_wait()`` for the same `LaneStep`, so the training
+loop can learn in between (``env.overlap``); only `VecEnvLanes` of ``mode="async"`` environments steps meanwhile, the
+others step in ``step_wait``.
+
 Seeding: ``reset(seed=s)`` resets lane k as ``make_vec_env(name, seeds[k], E).reset(seed=seeds[k] - seeds[0] + s)``,
 i.e. every lane keeps its offset from lane 0 (environment i of lane k gets ``seeds[k] - seeds[0] + s + i``). With
 ``seeds = [cfg.seed + k]`` and ``s = cfg.seed + global_step`` (a resumed run) lane k resets exactly as a single-seed
@@ -32,7 +36,7 @@ from rlfocal.envs.checks import check_args, integer
 from rlfocal.envs.cliffwalk import CliffwalkVector
 from rlfocal.envs.deepsea_vector import DeepSeaVector
 from rlfocal.envs.registry import resolve_env
-from rlfocal.envs.vector import VECTOR_MODES, AsyncVecEnv, SerialVecEnv, VecStep, make_vec_env
+from rlfocal.envs.vector import VECTOR_MODES, AsyncVecEnv, SerialVecEnv, SplitStep, VecStep, make_vec_env
 
 _FIELDS = ("obs", "next_obs", "rewards", "terminated", "truncated")
 # the keywords CartPoleVectorEnv takes exactly as CartPoleEnv does (its sutton_barto_reward gives -0.0 for 0.0)
@@ -69,12 +73,22 @@ class VecEnvLanes:
         return np.stack([env.reset(s) for env, s in zip(self.envs, seeds, strict=True)])
 
     def step(self, actions: np.ndarray) -> LaneStep:
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Start every lane's step: in the worker processes with ``mode="async"``, in ``step_wait`` otherwise."""
         _check_actions(actions, self.num_seeds, self.num_envs)
+        for env, a in zip(self.envs, actions, strict=True):
+            env.step_async(a)
+
+    def step_wait(self) -> LaneStep:
+        """Every lane's step that ``step_async`` started."""
         if self.num_seeds == 1:
-            out = self.envs[0].step(actions[0])
+            out = self.envs[0].step_wait()
             return LaneStep(out.obs[None], out.next_obs[None], out.rewards[None], out.terminated[None],
                             out.truncated[None], [out.episodes])  # fmt: skip
-        outs = [env.step(a) for env, a in zip(self.envs, actions, strict=True)]
+        outs = [env.step_wait() for env in self.envs]
         stacked = (np.stack([getattr(out, name) for out in outs]) for name in _FIELDS)
         return LaneStep(*stacked, [out.episodes for out in outs])
 
@@ -83,9 +97,10 @@ class VecEnvLanes:
             env.close()
 
 
-class FlatLanes:
+class FlatLanes(SplitStep[LaneStep]):
     """S lanes of E environments inside one vectorised environment of S·E: lane k is its rows k·E .. k·E + E - 1.
-    ``venv.reset(seed)`` must keep each environment's seed offset from environment 0 (as every lane does)."""
+    ``venv.reset(seed)`` must keep each environment's seed offset from environment 0 (as every lane does). In
+    this process: ``step_async`` holds the actions, ``step_wait`` steps them."""
 
     def __init__(self, venv: DeepSeaVector | CliffwalkVector | CartPoleVector, num_seeds: int, num_envs: int) -> None:
         if venv.num_envs != num_seeds * num_envs:

@@ -10,6 +10,9 @@ observation next: nothing is lost at episode boundaries and no step is wasted on
   machines with cores to spare.
 
 Environment i is ``make_env(name, seed + i, ...)``, so N = 1 is exactly the single environment of ``seed``.
+Both also step in two halves, ``step_async(actions)`` then ``step_wait()`` (`SplitStep`), so the training loop can
+learn while the environments step (``env.overlap``): ``AsyncVecEnv`` steps in its workers meanwhile, ``SerialVecEnv``
+only when waited for.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -39,7 +42,37 @@ class VecStep:
     episodes: list[tuple[int, float, int]] = field(default_factory=list)  # (env, return, length) that finished
 
 
-class SerialVecEnv:
+StepT = TypeVar("StepT")
+
+
+class SplitStep(Generic[StepT]):
+    """A step in two halves, ``step_async(actions)`` then ``step_wait()``, with bad orders refused. By default the
+    step runs in ``step_wait`` (nothing here runs beside this process); `AsyncVecEnv` starts it in its workers."""
+
+    _waiting = False
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Start a step of ``actions``; ``step_wait()`` returns it."""
+        if self._waiting:
+            raise RuntimeError("step_async called while a step is pending: call step_wait() first")
+        self._start(actions)
+        self._waiting = True
+
+    def step_wait(self) -> StepT:
+        """The step that ``step_async`` started, once it is done."""
+        if not self._waiting:
+            raise RuntimeError("step_wait called without a pending step: call step_async(actions) first")
+        self._waiting = False
+        return self._finish()
+
+    def _start(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def _finish(self) -> StepT:
+        return self.step(self._actions)
+
+
+class SerialVecEnv(SplitStep[VecStep]):
     """N environments stepped in turn in this process, each reset in the step its episode ends."""
 
     def __init__(self, env_fns: list[Callable[[], gym.Env]]) -> None:
@@ -79,8 +112,9 @@ class SerialVecEnv:
             env.close()
 
 
-class AsyncVecEnv:
-    """gymnasium's ``AsyncVectorEnv`` (a subprocess per environment, same-step autoreset) as a ``SerialVecEnv``."""
+class AsyncVecEnv(SplitStep[VecStep]):
+    """gymnasium's ``AsyncVectorEnv`` (a subprocess per environment, same-step autoreset) as a ``SerialVecEnv``;
+    between ``step_async`` and ``step_wait`` the workers step while this process does something else."""
 
     def __init__(self, env_fns: list[Callable[[], gym.Env]]) -> None:
         if not env_fns:
@@ -95,7 +129,14 @@ class AsyncVecEnv:
         return self.venv.reset(seed=seeds)[0]
 
     def step(self, actions: np.ndarray) -> VecStep:
-        obs, rewards, terminated, truncated, info = self.venv.step(np.asarray(actions))
+        self.step_async(actions)
+        return self.step_wait()
+
+    def _start(self, actions: np.ndarray) -> None:
+        self.venv.step_async(np.asarray(actions))
+
+    def _finish(self) -> VecStep:
+        obs, rewards, terminated, truncated, info = self.venv.step_wait()
         next_obs = obs.copy()
         episodes = []
         done = np.flatnonzero(info.get("_final_obs", np.zeros(self.num_envs, bool)))
