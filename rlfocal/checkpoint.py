@@ -182,16 +182,17 @@ def _read_one(path: Path) -> dict:
     return payload
 
 
-def load_checkpoint(path: Path, agent, buffer, config: dict | None = None) -> dict:
+def load_checkpoint(path: Path, agent, buffer, config: dict | None = None, defaults: dict | None = None) -> dict:
     """Restore agent, replay (if it was saved) and torch's RNG from ``read_checkpoint(path)``; returns the counters.
 
     With ``config`` (the new run's resolved config) it first calls ``check_resume_config``, so a different
-    experiment is refused before anything changes. Tensors are read on the CPU; ``agent.load_state_dict`` moves
-    them to ``agent.device``, and the RNG states stay CPU ByteTensors as ``torch.set_rng_state`` requires.
+    experiment is refused before anything changes (``defaults``: see ``config_differences``). Tensors are read on the
+    CPU; ``agent.load_state_dict`` moves them to ``agent.device``, and the RNG states stay CPU ByteTensors as
+    ``torch.set_rng_state`` requires.
     """
     payload = read_checkpoint(path)
     if config is not None:
-        check_resume_config(payload["config"], config)
+        check_resume_config(payload["config"], config, defaults=defaults)
     agent.load_state_dict(payload["agent"])
     if payload["replay"] is not None:
         buffer.load_state_dict(payload["replay"])
@@ -218,20 +219,31 @@ def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
 _ABSENT = "<absent>"
 
 
-def config_differences(saved: dict, new: dict, mutable: Iterable[str] = MUTABLE_KEYS) -> list[str]:
+def config_differences(
+    saved: dict, new: dict, mutable: Iterable[str] = MUTABLE_KEYS, defaults: dict | None = None
+) -> list[str]:
     """Dotted keys (``replay.alpha``, ``env.kwargs.size``) whose values differ between two nested config dicts, a
-    key present in only one included, sorted; keys matching any ``fnmatch`` pattern in ``mutable`` are ignored."""
+    key present in only one included, sorted; keys matching any ``fnmatch`` pattern in ``mutable`` are ignored, and
+    so is a key the saved config predates (absent there) whose new value is its entry in ``defaults``."""
     flat_saved, flat_new = _flatten(saved), _flatten(new)
     patterns = tuple(mutable)  # may be a one-shot iterable
+    defaults = defaults or {}
+
+    def added_at_default(key: str) -> bool:
+        return key not in flat_saved and key in defaults and flat_new.get(key, _ABSENT) == defaults[key]
+
     return sorted(
         key
         for key in flat_saved.keys() | flat_new.keys()
         if flat_saved.get(key, _ABSENT) != flat_new.get(key, _ABSENT)
         and not any(fnmatchcase(key, pattern) for pattern in patterns)
+        and not added_at_default(key)
     )
 
 
-def check_resume_config(saved: dict | None, new: dict, mutable: Iterable[str] = MUTABLE_KEYS) -> None:
+def check_resume_config(
+    saved: dict | None, new: dict, mutable: Iterable[str] = MUTABLE_KEYS, defaults: dict | None = None
+) -> None:
     """Raise ``CheckpointError`` listing ``key: old -> new`` for every difference outside ``mutable``.
 
     ``saved`` None (a checkpoint saved without a config) is refused too: nothing shows it is the same experiment.
@@ -239,7 +251,7 @@ def check_resume_config(saved: dict | None, new: dict, mutable: Iterable[str] = 
     if saved is None:
         raise CheckpointError("the checkpoint carries no config, so it cannot be checked against this run's")
     mutable = tuple(mutable)
-    diffs = config_differences(saved, new, mutable)
+    diffs = config_differences(saved, new, mutable, defaults)
     if diffs:
         flat_saved, flat_new = _flatten(saved), _flatten(new)
         changes = ", ".join(f"{k}: {flat_saved.get(k, _ABSENT)!r} -> {flat_new.get(k, _ABSENT)!r}" for k in diffs)

@@ -142,6 +142,7 @@ class Config:
             fail("replay.capacity", self.replay.capacity, f"must be >= agent.batch_size={self.agent.batch_size}")
 
 
+_SCHEMAS = {cls.__name__: cls for cls in (EnvConfig, AgentConfig, LoggerConfig, GaugeConfig)}
 GROUPS: dict[str, dict[str, type]] = {"replay": SAMPLER_CONFIGS, "loss": TD_LOSS_CONFIGS}
 
 
@@ -182,6 +183,18 @@ def validate(cfg: DictConfig) -> Config:
         return OmegaConf.to_object(cfg)
     except ValidationError as err:
         raise ConfigError(str(err).splitlines()[0]) from None
+
+
+def setting_defaults(cls: type = Config, prefix: str = "") -> dict[str, Any]:
+    """``{dotted key: default}`` of every plain setting with a default (nested groups with a fixed schema too).
+    A resumed run accepts a key its checkpoint predates when the key is at this default: the older run behaved so."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.type in _SCHEMAS:  # annotations are strings here (from __future__ import annotations)
+            out |= setting_defaults(_SCHEMAS[f.type], f"{prefix}{f.name}.")
+        elif f.default is not dataclasses.MISSING and f.default is not MISSING:
+            out[f"{prefix}{f.name}"] = f.default
+    return out
 
 
 def help_lines() -> list[str]:

@@ -39,7 +39,7 @@ from rlfocal.builders import (
 )
 from rlfocal.checkpoint import CheckpointError, load_checkpoint, previous_path, save_checkpoint
 from rlfocal.cli import preflight
-from rlfocal.config import Config, ConfigError, register_configs, validate
+from rlfocal.config import Config, ConfigError, register_configs, setting_defaults, validate
 from rlfocal.envs import EnvArgumentError, check_env, make_env
 from rlfocal.envs.experts import Demonstrator, expert_policy
 from rlfocal.envs.lanes import make_lane_envs
@@ -276,7 +276,8 @@ def build_run(cfg: Config, run_dir: Path, config_dict: dict) -> Run:
     if cfg.resume is True and not have_checkpoint:
         raise CheckpointError(f"resume=true but {ckpt_path.parent} holds no checkpoint (resume=auto starts afresh)")
     if cfg.resume and have_checkpoint:
-        counters = Counters(**load_checkpoint(ckpt_path, agent, buffer, config=config_dict))
+        saved = load_checkpoint(ckpt_path, agent, buffer, config=config_dict, defaults=setting_defaults())
+        counters = Counters(**saved)
         resume_step = counters.global_step
         buffer.truncate_streams()  # the interrupted episode ends here; fresh environments follow
         print(f"resuming {run_dir} at step {resume_step:,} of {cfg.total_steps:,}")
@@ -339,6 +340,7 @@ def run(cfg: Config, run_dir: Path, config_dict: dict, command: str = "python -m
         if r.stop.signum is not None:
             checkpoint(r)
             close_logs(r)
+            r.envs.close()  # async workers hold the run directory's lock until they exit
             name = signal.Signals(r.stop.signum).name
             print(
                 f"\n{name} at step {r.counters.global_step:,}: checkpoint written to {r.ckpt_path}; continue with\n"

@@ -269,3 +269,15 @@ def test_plain_codec_round_trips_numpy_without_unsafe_globals(tmp_path):
         assert_same(from_plain(torch.load(tmp_path / "x.pt", weights_only=True)), value)
     with pytest.raises(TypeError, match="dtype object"):
         to_plain({"bad": np.array([None])})
+
+
+def test_a_setting_the_checkpoint_predates_is_accepted_at_its_default_only():
+    from rlfocal.checkpoint import config_differences
+    from rlfocal.config import setting_defaults
+
+    saved = {"seed": 0, "env": {"name": "deepsea"}}  # saved before demonstrations and env.overlap existed
+    new = {"seed": 0, "env": {"name": "deepsea", "overlap": False}, "demonstrations": 0}
+    assert config_differences(saved, new, defaults=setting_defaults()) == []
+    changed = {**new, "demonstrations": 1}
+    assert config_differences(saved, changed, defaults=setting_defaults()) == ["demonstrations"]
+    assert config_differences(saved, new) == ["demonstrations", "env.overlap"]  # without defaults: a difference

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from rlfocal.replay.buffer import Batch, ReplayBuffer, to_host
-from rlfocal.replay.samplers import PrioritizedSampler, UniformSampler, uniform_slots
+from rlfocal.replay.samplers import PrioritizedSampler, UniformSampler, is_weights, uniform_slots
 from rlfocal.replay.sumtree import descend_stratified_lanes, set_priorities_from_errors_lanes
 
 _STEP_FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated", "truncated")
@@ -135,21 +135,17 @@ class LaneReplay:
         slots = np.empty((s, batch_size), dtype=np.int64)
         priorities = np.empty((s, batch_size))
         descend_stratified_lanes(self._nodes, self._leaf0, uniforms, slots, priorities)
-        # (p_i / p_min)^-β as in PrioritizedSampler._weights; one power per distinct β keeps its scalar exponent
+        # one power per distinct β (usually one for all lanes) keeps the sampler's scalar exponent, bit for bit
         p_min = (
             priorities.min(axis=1, keepdims=True) if self._samplers[0].is_norm == "batch" else self._nodes[:, 1:2, 1]
         )
-        ratios = priorities / p_min
         betas = np.array([sampler.beta for sampler in self._samplers])
         weights = np.empty((s, batch_size), dtype=np.float32)
         for beta in set(betas.tolist()):
             rows = betas == beta
-            weights[rows] = ratios[rows] ** -beta
+            weights[rows] = is_weights(priorities[rows], p_min[rows], beta)
         for sampler in self._samplers:
-            sampler.num_samples += 1
-            if sampler.beta_steps is not None:
-                frac = min(1.0, sampler.num_samples / sampler.beta_steps)
-                sampler._beta = sampler.beta0 + frac * (sampler.beta_final - sampler.beta0)
+            sampler.step_beta()
         return slots, weights
 
     def _gather(self, slots: np.ndarray) -> dict[str, np.ndarray]:
@@ -204,11 +200,8 @@ class LaneReplay:
         set_priorities_from_errors_lanes(
             self._nodes, self._leaf0, rows, slots, td, self._eps, self._floor, self._alpha, raw_max
         )
-        for k, raw in zip(rows.tolist(), raw_max.tolist(), strict=True):  # PrioritizedSampler.update_priorities' rest
-            sampler = self._samplers[k]
-            sampler.max_priority = max(sampler.max_priority, raw)
-            sampler.num_updates += 1
-            sampler.refreshed[slots[k]] = sampler.num_updates
+        for k, raw in zip(rows.tolist(), raw_max.tolist(), strict=True):
+            self._samplers[k].record_update(slots[k], raw)
         return nonfinite
 
     def _valid(self, slots: np.ndarray, rows: np.ndarray) -> np.ndarray:

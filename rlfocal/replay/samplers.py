@@ -76,6 +76,12 @@ class UniformSampler:
         pass
 
 
+def is_weights(priorities: np.ndarray, p_min, beta: float) -> np.ndarray:
+    """PER's normalised IS weights from sampled priorities: (N P(i))^-β / max_j (N P(j))^-β = (p_i / p_min)^-β,
+    since N and the total cancel (``p_min``: the batch's or the buffer's smallest priority)."""
+    return (priorities / p_min) ** -beta
+
+
 class PrioritizedSampler:
     """Proportional PER (Schaul et al. 2016, https://arxiv.org/abs/1511.05952, §3.3), with an optional floor.
 
@@ -142,9 +148,21 @@ class PrioritizedSampler:
         return np.maximum(np.abs(td_errors) + self.eps, self.min_priority) ** self.alpha
 
     def _weights(self, priorities: np.ndarray) -> np.ndarray:
-        # (N P(i))^-β / max_j (N P(j))^-β = (p_i / p_min)^-β: N and the total cancel.
         p_min = priorities.min() if self.is_norm == "batch" else self.tree.min_nonzero
-        return (priorities / p_min) ** -self._beta
+        return is_weights(priorities, p_min, self._beta)
+
+    def step_beta(self) -> None:
+        """Count one ``sample`` call and move β along its schedule (shared with the many-seeds sampler)."""
+        self.num_samples += 1
+        if self.beta_steps is not None:
+            frac = min(1.0, self.num_samples / self.beta_steps)
+            self._beta = self.beta0 + frac * (self.beta_final - self.beta0)
+
+    def record_update(self, slots: np.ndarray, raw_max: float) -> None:
+        """Bookkeeping after the tree took new priorities at ``slots``: max priority, update count, freshness."""
+        self.max_priority = max(self.max_priority, raw_max)
+        self.num_updates += 1
+        self.refreshed[slots] = self.num_updates
 
     def on_write(self, slots: np.ndarray) -> None:
         self.tree.update(slots, np.full(slots.shape[0], self.max_priority**self.alpha), validate=False)
@@ -156,17 +174,12 @@ class PrioritizedSampler:
     def sample(self, batch_size: int, start: int, size: int, rng: np.random.Generator):
         slots, priorities = self.tree.sample_stratified(rng.random(batch_size))
         weights = self._weights(priorities).astype(np.float32)
-        self.num_samples += 1
-        if self.beta_steps is not None:
-            frac = min(1.0, self.num_samples / self.beta_steps)
-            self._beta = self.beta0 + frac * (self.beta_final - self.beta0)
+        self.step_beta()
         return slots, weights
 
     def update_priorities(self, slots: np.ndarray, td_errors: np.ndarray) -> None:
         raw_max = self.tree.set_from_errors(slots, td_errors, self.eps, self.min_priority, self.alpha)
-        self.max_priority = max(self.max_priority, raw_max)
-        self.num_updates += 1
-        self.refreshed[slots] = self.num_updates
+        self.record_update(slots, raw_max)
 
     def staleness(self, slots: np.ndarray) -> np.ndarray:
         """Priority updates since each slot's priority was last set (by its write or a refresh)."""
