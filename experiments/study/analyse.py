@@ -128,7 +128,7 @@ def equivalence_rows(table) -> list[dict]:
             if arm not in arms or counterpart not in arms:
                 continue
             gain = float(paired(arms, counterpart, "dqn").mean())
-            margin = abs(gain) / 2
+            margin = max(gain, 0.0) / 2  # no gain over DQN: nothing for the arm to be equivalent to
             d = paired(arms, arm, counterpart)
             row = {"task": task, "arm": arm, "counterpart": counterpart, "seeds": int(d.size)}
             row |= {"counterpart_gain_over_dqn": gain, "margin": margin, "mean_diff": float(d.mean())}
@@ -166,11 +166,13 @@ def plot(table, arms_csv: list[dict], path: Path) -> None:
         ax.set_title(f"{task}: {rows[0]['seeds']} seeds per arm")
         ax.grid(alpha=0.3)
     for ax, task in zip(axes[len(tasks) :], solve_tasks, strict=True):
-        for arm, seeds in sorted(table[task].items()):
+        arms = sorted(table[task].items())
+        colours = plt.cm.tab20(np.linspace(0, 1, len(arms)))
+        for (arm, seeds), colour in zip(arms, colours, strict=True):
             updates = np.sort([s.updates_to_solve for s in seeds.values()])
             budget = next(iter(seeds.values())).budget_updates
             grid = np.linspace(0, budget, 200)
-            ax.plot(grid, [(updates <= g).mean() for g in grid], label=arm)
+            ax.plot(grid, [(updates <= g).mean() for g in grid], label=arm, color=colour)
         ax.set_xlabel("gradient updates")
         ax.set_ylabel("fraction of seeds with an optimal greedy policy")
         ax.set_title(f"{task}: greedy policy first optimal")
