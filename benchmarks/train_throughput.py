@@ -4,10 +4,14 @@ Every contender runs in its own subprocess, one after another, with one torch th
 CartPole-v1, 50k environment steps, learning starts 1k, buffer 50k, batch 128, one gradient step every 4 steps,
 target update every 500 steps, MLP 64x64, Huber loss, gradient-norm clip 10 (as SB3 does), Adam lr 2.5e-4, CPU,
 no evaluation. The figure is environment steps per second over the whole run (wall clock from the first step to
-the last, set-up excluded), median of ``--repeats`` runs.
+the last, set-up excluded), median and range of ``--repeats`` rounds; contenders take turns within each round
+(interleaved, so a noisy stretch of a shared machine hits all of them), and each run's CPU time (the child's
+``time.process_time`` over set-up and run) is recorded beside it.
 
     python benchmarks/train_throughput.py                 # about 5 minutes on 2 cores
     python benchmarks/train_throughput.py --steps 5000 --repeats 1   # smoke
+    python benchmarks/train_throughput.py --contenders rlfocal-uniform,rlfocal-per --baseline ../old-checkout
+        # adds baseline-uniform and baseline-per: the same runs with the rlfocal of another checkout, side by side
 """
 
 from __future__ import annotations
@@ -170,6 +174,8 @@ def child(name: str, steps: int, seed: int) -> None:
     import torch
 
     torch.set_num_threads(1)
+    cpu0 = time.process_time()
+    name = name.replace("baseline-", "rlfocal-")  # the baseline is this code path run on another checkout
     if name == "rlfocal-uniform":
         sps = run_rlfocal(steps, "uniform", seed)
     elif name == "rlfocal-per":
@@ -178,7 +184,7 @@ def child(name: str, steps: int, seed: int) -> None:
         sps = run_sb3(steps, seed)
     else:
         sps = run_cleanrl_style(steps, seed)
-    print(json.dumps({"sps": sps}))
+    print(json.dumps({"sps": sps, "cpu_s": time.process_time() - cpu0}))
 
 
 def versions() -> dict[str, str]:
@@ -201,44 +207,77 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "train_throughput.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--baseline", type=Path, help="another checkout: adds its rlfocal-* runs as baseline-*")
     args = parser.parse_args()
     if args.child:
         child(args.child, args.steps, args.seed)
         return
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-    results: dict[str, dict] = {}
-    for name in args.contenders.split(","):
-        runs = []
-        for rep in range(args.repeats):
-            seed = str(args.seed + rep)
-            cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--seed", seed]
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    names = args.contenders.split(",")
+    if args.baseline:
+        names += [n.replace("rlfocal-", "baseline-") for n in names if n.startswith("rlfocal-")]
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    failed: dict[str, str] = {}
+    for rep in range(args.repeats):
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:  # each round starts one further on
+            if name in failed:
+                continue
+            cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--seed", str(args.seed)]
+            child_env = env
+            if name.startswith("baseline-"):  # the other checkout's rlfocal and agents come first on the path
+                paths = [str(args.baseline.resolve()), env.get("PYTHONPATH", "")]
+                child_env = {**env, "PYTHONPATH": os.pathsep.join(paths)}
+            out = subprocess.run(cmd, capture_output=True, text=True, env=child_env)
             if out.returncode != 0:
-                results[name] = {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
-                break
-            runs.append(json.loads(out.stdout.strip().splitlines()[-1])["sps"])
-            print(f"{name:<16} run {rep + 1}: {runs[-1]:8.0f} steps/s", flush=True)
-        else:
-            results[name] = {"sps_median": statistics.median(runs), "sps_runs": runs}
+                failed[name] = out.stderr.strip().splitlines()[-1] if out.stderr else "failed"
+                continue
+            runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"{name:<16} round {rep + 1}: {runs[name][-1]['sps']:8.0f} steps/s", flush=True)
+    results: dict[str, dict] = {}
+    for name in names:
+        if name in failed:
+            results[name] = {"error": failed[name]}
+            continue
+        sps_runs = [r["sps"] for r in runs[name]]
+        cpu_sps = [args.steps / r["cpu_s"] for r in runs[name]]
+        results[name] = {
+            "sps_median": statistics.median(sps_runs), "sps_runs": sps_runs,
+            "cpu_sps_median": statistics.median(cpu_sps), "cpu_sps_runs": cpu_sps,
+        }  # fmt: skip
 
     def sps(name: str) -> float | None:
         return results.get(name, {}).get("sps_median")
 
-    print(f"\nCartPole DQN, {args.steps:,} env steps, 1 torch thread, median of {args.repeats}")
-    print("| contender | env steps/s | vs SB3 | vs CleanRL-style |\n|---|---:|---:|---:|")
+    print(f"\nCartPole DQN, {args.steps:,} env steps, 1 torch thread, median (range) of {args.repeats} rounds")
+    print("| contender | env steps/s (wall) | steps per CPU-s | vs SB3 | vs CleanRL-style |\n|---|---:|---:|---:|---:|")
     for name, r in results.items():
         if "error" in r:
-            print(f"| {name} | failed: {r['error']} | | |")
+            print(f"| {name} | failed: {r['error']} | | | |")
             continue
         rel = [f"{r['sps_median'] / sps(p):.2f}x" if sps(p) else "-" for p in ("sb3", "cleanrl-style")]
-        print(f"| {name} | {r['sps_median']:,.0f} | {rel[0]} | {rel[1]} |")
+        wall = f"{r['sps_median']:,.0f} ({min(r['sps_runs']):,.0f}–{max(r['sps_runs']):,.0f})"
+        cpu = f"{r['cpu_sps_median']:,.0f} ({min(r['cpu_sps_runs']):,.0f}–{max(r['cpu_sps_runs']):,.0f})"
+        print(f"| {name} | {wall} | {cpu} | {rel[0]} | {rel[1]} |")
+    for kind in ("uniform", "per"):
+        new, old = sps(f"rlfocal-{kind}"), sps(f"baseline-{kind}")
+        if new and old:
+            print(f"rlfocal-{kind} vs baseline-{kind}: {new / old - 1:+.1%} wall steps/s")
     if sps("rlfocal-per") and sps("rlfocal-uniform"):
         ratio = sps("rlfocal-uniform") / sps("rlfocal-per")
         print(f"\nPER cost: time per step, PER / uniform = {ratio:.2f}x (target <= 1.3x)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
-        json.dumps({"settings": SETTINGS, "steps": args.steps, "machine": versions(), "results": results}, indent=2)
+        json.dumps(
+            {
+                "settings": SETTINGS,
+                "steps": args.steps,
+                "baseline": str(args.baseline or ""),
+                "machine": versions(),
+                "results": results,
+            },
+            indent=2,
+        )  # fmt: skip
     )
     print(f"wrote {args.out}")
 
