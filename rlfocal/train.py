@@ -115,10 +115,8 @@ def learn_step(r: Run):
     r.counters.updates += 1
     if r.cfg.replay.prioritized:
         try:
-            if r.deferred is not None:
-                r.deferred.push(batch.indices[0], out.td_errors[0])
-            else:
-                stop_lanes(r, r.buffer.update_priorities(batch.indices, out.td_errors, lanes=r.live()))
+            write_back = r.buffer.update_priorities if r.deferred is None else r.deferred.push
+            stop_lanes(r, write_back(batch.indices, out.td_errors, lanes=r.live()))
         except ValueError as err:
             raise NonFiniteLoss(str(err)) from None
     return out, batch.weights
@@ -128,7 +126,7 @@ def flush_priorities(r: Run) -> None:
     """Apply a deferred write-back before anything reads or saves the priorities."""
     if r.deferred is not None:
         try:
-            r.deferred.flush()
+            stop_lanes(r, r.deferred.flush())
         except ValueError as err:
             raise NonFiniteLoss(str(err)) from None
 
@@ -297,8 +295,8 @@ def build_run(cfg: Config, run_dir: Path, config_dict: dict) -> Run:
     gauge = make_gauge(cfg, buffer.lanes[0]) if len(seeds) == 1 else None
     r = Run(cfg, run_dir, envs, buffer, agent, gauge, lanes, counters, arm, device, config_dict)
     deferred = cfg.replay.deferred is True or (cfg.replay.deferred == "auto" and device.type == "cuda")
-    if cfg.replay.prioritized and deferred and len(seeds) == 1:
-        r.deferred = DeferredPriorities(buffer.lanes[0])
+    if cfg.replay.prioritized and deferred:
+        r.deferred = DeferredPriorities(buffer)
     expert = expert_policy(cfg.env.name, cfg.env.kwargs) if cfg.demonstrations else None
     done = counters.demonstrated or np.zeros((len(seeds), cfg.env.num_envs), dtype=np.int64)
     r.demonstrator = Demonstrator(expert, cfg.demonstrations, done)

@@ -369,6 +369,35 @@ def test_deferred_priorities_on_the_device_wait_for_their_copy_and_only_then(fak
     np.testing.assert_array_equal(buf.sampler.tree.get(np.arange(48)), immediate.sampler.tree.get(np.arange(48)))
 
 
+def test_deferred_priorities_over_seed_lanes_equal_each_lane_written_alone():
+    """Several seed lanes: after ``flush`` every lane's tree equals its own immediate write-back; a lane whose TD
+    errors are not finite is skipped and named one update late, and ``lanes=`` leaves the other lanes alone."""
+    from rlfocal.replay.lanes import LaneReplay
+
+    lanes = LaneReplay([_vector_buffer("per", seed=s) for s in range(3)])
+    alone = [_vector_buffer("per", seed=s) for s in range(3)]
+    deferred = DeferredPriorities(lanes)
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        slots = rng.integers(0, 48, size=(3, 5))
+        td = rng.normal(size=(3, 5))
+        assert deferred.push(slots, torch.from_numpy(td)) == []
+        for buf, s_k, td_k in zip(alone, slots, td, strict=True):
+            buf.update_priorities(s_k, td_k)
+    assert deferred.flush() == []
+    for lane, buf in zip(lanes.lanes, alone, strict=True):
+        np.testing.assert_array_equal(lane.sampler.tree.get(np.arange(48)), buf.sampler.tree.get(np.arange(48)))
+    poisoned = rng.normal(size=(3, 5))
+    poisoned[1, 2] = np.nan
+    before = [lane.sampler.tree.get(np.arange(48)).copy() for lane in lanes.lanes]
+    assert deferred.push(rng.integers(0, 48, size=(3, 5)), torch.from_numpy(poisoned), lanes=[0, 1]) == []
+    assert deferred.flush() == [1]  # named when it lands, one update late
+    trees = [lane.sampler.tree.get(np.arange(48)) for lane in lanes.lanes]
+    assert not np.array_equal(trees[0], before[0])  # lane 0 took its errors
+    np.testing.assert_array_equal(trees[1], before[1])  # lane 1's non-finite errors were dropped
+    np.testing.assert_array_equal(trees[2], before[2])  # lane 2 was not in lanes=
+
+
 @pytest.mark.parametrize(
     ("indices", "td", "match"),
     [

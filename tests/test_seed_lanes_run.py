@@ -19,14 +19,16 @@ def _numbers(row: dict[str, str], key: str) -> float:
     return float(row[key]) if row[key] else math.nan
 
 
-@pytest.mark.parametrize("replay", ["uniform", "per"])
+@pytest.mark.parametrize("replay", ["uniform", "per", "per,replay.deferred=true"])
 def test_each_seed_of_a_batch_trains_as_it_does_alone(tmp_path, replay):
     """Seed k inside a batch of 3 takes the same actions (same episodes, same evaluations) and the same losses to
-    1e-5 relative as seed k trained alone: lanes stack the networks, so batched BLAS may reorder sums."""
-    batch = train(tmp_path / "batch", [*LANES, f"replay={replay}"])
+    1e-5 relative as seed k trained alone: lanes stack the networks, so batched BLAS may reorder sums. With the
+    one-update-late write-back too (``replay.deferred``), which then runs over all lanes at once."""
+    opts = [f"replay={replay.split(',')[0]}", *replay.split(",")[1:]]
+    batch = train(tmp_path / "batch", [*LANES, *opts])
     assert [s["seed"] for s in batch["seeds"]] == [4, 5, 6] and batch["stopped"] == []
     for seed in (4, 5, 6):
-        alone = train(tmp_path / f"alone{seed}", [f"seed={seed}", f"replay={replay}"])
+        alone = train(tmp_path / f"alone{seed}", [f"seed={seed}", *opts])
         lane_rows = rows(tmp_path / "batch" / f"seed_{seed}" / "metrics.csv")
         alone_rows = rows(tmp_path / f"alone{seed}" / "metrics.csv")
         assert len(lane_rows) == len(alone_rows)

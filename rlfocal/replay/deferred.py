@@ -8,15 +8,17 @@ import numpy as np
 import torch
 
 from rlfocal.replay.buffer import ReplayBuffer
+from rlfocal.replay.lanes import LaneReplay
 
 
 @dataclass
 class _Pending:
     """One update's write-back, waiting for its TD errors to reach the host."""
 
-    slots: np.ndarray  # int64, a host copy of the sampled indices
-    offsets: np.ndarray  # each slot's position in the stored window when it was sampled (0: oldest)
-    start: int  # the window's oldest slot then
+    slots: np.ndarray  # [S, B] int64, a host copy of the sampled indices
+    offsets: np.ndarray  # [S, B] each slot's position in its lane's stored window when sampled (0: oldest)
+    starts: np.ndarray  # [S] each lane's oldest slot then
+    lanes: list[int] | None  # the seed lanes to write back (None: all)
     td: torch.Tensor  # host tensor; being written until ``done`` has fired
     done: torch.cuda.Event | None  # recorded after the device-to-host copy (None: the copy was synchronous)
 
@@ -34,44 +36,56 @@ class DeferredPriorities:
     A slot that left the buffer between sampling and write-back (the ring moved past it) keeps its new occupant's
     priority: that TD error is dropped. This assumes fewer than ``capacity`` transitions are evicted between two
     pushes. Errors that ``update_priorities`` raises (a non-finite TD error) surface one update late.
+
+    ``buffer`` is one ``ReplayBuffer`` (indices ``[B]``) or the S seed lanes of a ``LaneReplay`` (indices and TD
+    errors ``[S, B]``); with several lanes a lane whose TD errors are not finite is skipped and returned, as
+    ``LaneReplay.update_priorities`` does, one update late.
     """
 
-    def __init__(self, buffer: ReplayBuffer) -> None:
-        self.buffer = buffer
+    def __init__(self, buffer: ReplayBuffer | LaneReplay) -> None:
+        self._ndim = 2 if isinstance(buffer, LaneReplay) else 1
+        self.buffer = buffer if isinstance(buffer, LaneReplay) else LaneReplay([buffer])
         self._pending: _Pending | None = None
 
-    def push(self, indices, td_errors: torch.Tensor) -> None:
+    def push(self, indices, td_errors: torch.Tensor, lanes: list[int] | None = None) -> list[int]:
         """Start the write-back of one update (``indices`` on the host, as ``sample_torch`` returns them;
-        ``td_errors`` a tensor on any device), then apply the previous update's."""
-        slots = _host_slots(indices)
+        ``td_errors`` a tensor on any device; ``lanes`` the seed lanes to write), then apply the previous update's.
+        Returns the lanes whose previous TD errors were not finite (several lanes only)."""
+        slots = _host_slots(indices, self._ndim).reshape(self.buffer.num_seeds, -1)
         if not isinstance(td_errors, torch.Tensor):
             raise ValueError(f"td_errors must be a torch.Tensor, got {type(td_errors).__name__}")
         if td_errors.numel() != slots.size:
             raise ValueError(f"td_errors has {td_errors.numel()} values for {slots.size} indices")
-        storage = self.buffer.storage
-        offsets = (slots - storage.start) % storage.capacity
-        pending = _Pending(slots, offsets, storage.start, *_start_copy(td_errors))
+        starts = np.array([lane.storage.start for lane in self.buffer.lanes])
+        offsets = (slots - starts[:, None]) % self.buffer.lanes[0].capacity
+        pending = _Pending(slots, offsets, starts, lanes, *_start_copy(td_errors))
         previous, self._pending = self._pending, pending
-        if previous is not None:
-            self._apply(previous)
+        return [] if previous is None else self._apply(previous)
 
-    def flush(self) -> None:
-        """Apply the pending update, if any (waits for its copy to land)."""
+    def flush(self) -> list[int]:
+        """Apply the pending update, if any (waits for its copy to land); returns its non-finite lanes."""
         pending, self._pending = self._pending, None
-        if pending is not None:
-            self._apply(pending)
+        return [] if pending is None else self._apply(pending)
 
-    def _apply(self, pending: _Pending) -> None:
+    def _apply(self, pending: _Pending) -> list[int]:
         if pending.done is not None:
             pending.done.synchronize()
-        storage = self.buffer.storage
-        evicted = (storage.start - pending.start) % storage.capacity  # slots that left the oldest end since sampling
-        keep = pending.offsets >= evicted
-        td = pending.td.numpy().reshape(-1)
-        self.buffer.update_priorities(pending.slots[keep], td[keep])
+        lanes, capacity = self.buffer.lanes, self.buffer.lanes[0].capacity
+        starts = np.array([lane.storage.start for lane in lanes])
+        evicted = (starts - pending.starts) % capacity  # [S] slots that left each lane's oldest end since sampling
+        keep = pending.offsets >= evicted[:, None]
+        td = pending.td.numpy().reshape(pending.slots.shape)
+        if keep.all():  # the usual case: every lane's whole batch, in one write-back
+            return self.buffer.update_priorities(pending.slots, td, lanes=pending.lanes)
+        live = range(len(lanes)) if pending.lanes is None else pending.lanes
+        nonfinite = [k for k in live if len(lanes) > 1 and not np.isfinite(td[k]).all()]
+        for k in live:
+            if k not in nonfinite:  # one buffer raises on a non-finite error, as it does when written at once
+                lanes[k].update_priorities(pending.slots[k][keep[k]], td[k][keep[k]])
+        return nonfinite
 
 
-def _host_slots(indices) -> np.ndarray:
+def _host_slots(indices, ndim: int) -> np.ndarray:
     """An int64 host copy of ``indices`` (the caller may reuse its array before the write-back)."""
     if isinstance(indices, torch.Tensor):
         if indices.device.type != "cpu":
@@ -81,8 +95,8 @@ def _host_slots(indices) -> np.ndarray:
             )
         indices = indices.numpy()
     slots = np.array(indices)
-    if slots.ndim != 1 or slots.dtype.kind not in "iu":
-        raise ValueError(f"indices must be a 1-D integer array, got shape {slots.shape}, dtype {slots.dtype}")
+    if slots.ndim != ndim or slots.dtype.kind not in "iu":
+        raise ValueError(f"indices must be a {ndim}-D integer array, got shape {slots.shape}, dtype {slots.dtype}")
     return slots.astype(np.int64, copy=False)
 
 
