@@ -6,8 +6,9 @@ per-sample TD errors so the caller can reprioritise. Every arm of the study is a
 configuration; nothing here knows which one it runs. Adam replaces Nature DQN's RMSProp, as in Dopamine and SB3.
 
 Given a list of S networks and S seeds, one DQN trains S independent seeds ("lanes") in lockstep: stacked
-parameters (``agents.lanes``), one vmapped TD computation, per-lane clipping, one fused Adam, per-lane RNGs. The
-``*_lanes`` methods take and return a leading lane axis for every S; S = 1 runs today's single-network code.
+parameters (``agents.lanes``), one TD computation for all lanes (the MLP batches its layers itself, ``lanes_native``;
+the CNNs go through ``torch.vmap``), per-lane clipping, one fused Adam, per-lane RNGs. The ``*_lanes`` methods take
+and return a leading lane axis for every S; S = 1 runs today's single-network code.
 """
 
 from __future__ import annotations
@@ -54,14 +55,15 @@ class LaneBatch(NamedTuple):
 
 
 def td_error(online: Callable, target_net: Callable, batch, double: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``δ_i = r_i + d_i · Q_target(s'_i, a*_i) − Q(s_i, a_i)`` (differentiable in ``online``) and Q(s, a), for one
-    lane: ``online`` and ``target_net`` map observations ``[B, ...]`` to Q-values ``[B, A]``."""
-    q_sa = online(batch.obs).gather(1, batch.actions.long().unsqueeze(1)).squeeze(1).float()  # [B]
+    """``δ_i = r_i + d_i · Q_target(s'_i, a*_i) − Q(s_i, a_i)`` (differentiable in ``online``) and Q(s, a):
+    ``online`` and ``target_net`` map observations ``[..., B, *obs_shape]`` to Q-values ``[..., B, A]`` (one lane,
+    or all lanes of a ``lanes_native`` network at once)."""
+    q_sa = online(batch.obs).gather(-1, batch.actions.long().unsqueeze(-1)).squeeze(-1).float()  # [..., B]
     with torch.no_grad():
-        next_q = target_net(batch.next_obs)  # [B, A]
+        next_q = target_net(batch.next_obs)  # [..., B, A]
         # double-Q: the online net picks a*, the target net evaluates it
-        next_a = (online(batch.next_obs) if double else next_q).argmax(dim=1, keepdim=True)
-        target = batch.rewards + batch.discounts * next_q.gather(1, next_a).squeeze(1).float()
+        next_a = (online(batch.next_obs) if double else next_q).argmax(dim=-1, keepdim=True)
+        target = batch.rewards + batch.discounts * next_q.gather(-1, next_a).squeeze(-1).float()
     return target - q_sa, q_sa
 
 
@@ -89,8 +91,6 @@ class DQN:
             raise ValueError(f"got {len(nets)} networks but {len(seeds)} seeds; give one network per seed")
         self.num_seeds = len(nets)
         lanes = self.num_seeds > 1
-        if lanes and compile:
-            raise ValueError("agent.compile supports one seed; train several seeds with compile=false")
         self.device = torch.device(device)
         # S > 1: one module holding every lane's parameters [S, ...]; only the vmapped lane methods call it
         self.q_net = (stack_modules(nets) if lanes else nets[0]).to(self.device)
@@ -104,10 +104,15 @@ class DQN:
         # dominates on GPU); acting keeps the eager nets, whose batch shape varies
         self._online = torch.compile(self.q_net) if compile else self.q_net
         self._target = torch.compile(self.target_net) if compile else self.target_net
-        if lanes:  # lane k's TD errors on lane k's slices of the stacked parameters, all lanes in one vmapped call
-            self._online_state, self._target_state = lane_state(self.q_net), lane_state(self.target_net)
-            self._td_lanes = torch.vmap(self._lane_td_error)
-            self._q_lanes = torch.vmap(partial(functional_call, self.q_net))
+        if lanes and getattr(self.q_net, "lanes_native", False):  # the MLP batches stacked lanes itself
+            self._td_lanes = partial(td_error, self._online, self._target, double=double)
+            self._q_lanes = self.q_net
+        elif lanes:  # lane k's TD errors on lane k's slices of the stacked parameters, all lanes in one vmapped call
+            online_state, target_state = lane_state(self.q_net), lane_state(self.target_net)
+            td_lanes = torch.vmap(self._lane_td_error)
+            td_lanes = torch.compile(td_lanes) if compile else td_lanes
+            self._td_lanes = lambda batch: td_lanes(online_state, target_state, batch)
+            self._q_lanes = partial(torch.vmap(partial(functional_call, self.q_net)), online_state)
         # amp: bfloat16 autocast for the update's forward passes; TD errors and losses stay float32
         self._autocast = partial(torch.autocast, self.device.type, dtype=torch.bfloat16) if amp else nullcontext
         # fused: one kernel for the whole update instead of a Python loop over parameters (2-3x faster on CPU too);
@@ -174,7 +179,7 @@ class DQN:
             q = self._numpy_q(obs)
         else:
             with torch.inference_mode():
-                q = self._q_lanes(self._online_state, torch.as_tensor(obs, device=self.device)).cpu().numpy()
+                q = self._q_lanes(torch.as_tensor(obs, device=self.device)).cpu().numpy()
         lanes = zip(obs, epsilon, rngs, q, strict=True)
         return np.stack([self.act_batch(o, float(e), rng, q_k) for o, e, rng, q_k in lanes])
 
@@ -198,7 +203,7 @@ class DQN:
         if self.num_seeds == 1:
             return tuple(t[None] for t in self.td_errors(LaneBatch.of(batch, 0)))
         with self._autocast():
-            return self._td_lanes(self._online_state, self._target_state, LaneBatch.of(batch))
+            return self._td_lanes(LaneBatch.of(batch))
 
     def _step(self, loss: torch.Tensor, lanes: bool) -> None:
         """Backward, gradient-norm clipping (per lane with ``lanes``), and one Adam step."""

@@ -17,14 +17,35 @@ def _linears(sizes: list[int]) -> nn.ModuleList:
     return nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=False))
 
 
+def _linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    """``F.linear``; for a layer whose parameters are stacked lanes (``agents.lanes``: weight ``[S, out, in]``), each
+    lane's inputs ``[S, B, in]`` through its own slice, in one batched matmul."""
+    if layer.weight.dim() == 2:
+        return F.linear(x, layer.weight, layer.bias)
+    return torch.baddbmm(layer.bias.unsqueeze(-2), x, layer.weight.transpose(-1, -2))
+
+
 def _relu_layers(x: torch.Tensor, layers: nn.ModuleList, relu_last: bool) -> torch.Tensor:
     """Linear layers with ReLUs between them, applied as functions: for nets this small, calling each layer as a
     module (hooks, dispatch) costs more than its matmul, and acting calls the net once per environment step."""
     for i, layer in enumerate(layers):
-        x = F.linear(x, layer.weight, layer.bias)
+        x = _linear(x, layer)
         if relu_last or i < len(layers) - 1:
             x = torch.relu(x)
     return x
+
+
+def _one_hot_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    """``_linear`` for one-hot rows (0/1 with at most one 1, as DeepSea's and Cliffwalk's observations): the 1's
+    weight column plus the bias (the bias alone for an all-zero row). A column gather instead of a matmul, with the
+    matmul's float result (one exact product; the zeros add nothing); the weight gradient sums the same products in
+    another order. The 1's position comes from ``x @ [0, 1, ..., in − 1]``, exact in float32 and ~10x faster on CPU
+    than ``argmax``."""
+    positions = torch.arange(x.shape[-1], dtype=x.dtype, device=x.device)
+    idx = (x @ positions).long().unsqueeze(-1)  # [..., B, 1]; 0 for an all-zero row, whose x[0] is 0
+    weight = layer.weight  # [..., out, in]
+    columns = weight.gather(-1, idx.transpose(-1, -2).expand(*weight.shape[:-1], idx.shape[-2]))  # [..., out, B]
+    return columns.transpose(-1, -2) * x.gather(-1, idx) + layer.bias.unsqueeze(-2)
 
 
 def _numpy_layers(layers: nn.ModuleList, lanes: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -60,7 +81,7 @@ class QHead(nn.Module):
         if not self.dueling:
             return _relu_layers(x, self.q, relu_last=False)
         advantage = _relu_layers(x, self.advantage, relu_last=False)
-        return _relu_layers(x, self.value, relu_last=False) + advantage - advantage.mean(dim=1, keepdim=True)
+        return _relu_layers(x, self.value, relu_last=False) + advantage - advantage.mean(dim=-1, keepdim=True)
 
     def numpy_forward(self, lanes: bool = False) -> Callable[[np.ndarray], np.ndarray]:
         """Q-values of features ``[in]``, or with ``lanes`` of columns ``[S, in, E]`` (``[S, A, E]`` out)."""
@@ -78,20 +99,38 @@ class QHead(nn.Module):
 
 
 class MLP(nn.Module):
-    """Vector observations ``[B, *obs_shape]`` (flattened) -> ``[B, num_actions]``."""
+    """Vector observations ``[B, *obs_shape]`` (flattened) -> ``[B, num_actions]``. ``one_hot``: observations have
+    at most one nonzero entry (DeepSea, Cliffwalk), so the first layer is a column lookup (``_one_hot_linear``).
+    With stacked lane parameters (``lanes_native``) it maps ``[S, B, *obs_shape]`` to ``[S, B, num_actions]``
+    directly, in batched matmuls: no vmap."""
+
+    lanes_native = True
 
     def __init__(
-        self, obs_shape: tuple[int, ...], num_actions: int, hidden: tuple[int, ...] = (64, 64), dueling: bool = False
+        self,
+        obs_shape: tuple[int, ...],
+        num_actions: int,
+        hidden: tuple[int, ...] = (64, 64),
+        dueling: bool = False,
+        one_hot: bool = False,
     ) -> None:
         super().__init__()
         if not hidden:
             raise ValueError("MLP needs at least one hidden layer, got hidden=()")
+        if one_hot and len(hidden) < 2:
+            raise ValueError(f"a one-hot MLP needs two hidden layers or more (the first is the lookup), got {hidden}")
         sizes = [math.prod(obs_shape), *hidden[:-1]]
+        self.obs_dims = len(obs_shape)
+        self.one_hot = one_hot
         self.torso = _linears(sizes)
         self.head = QHead(sizes[-1], num_actions, hidden[-1], dueling)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.head(_relu_layers(obs.flatten(1).float(), self.torso, relu_last=True))
+        x = obs.flatten(obs.dim() - self.obs_dims).float()
+        if not self.one_hot:
+            return self.head(_relu_layers(x, self.torso, relu_last=True))
+        x = torch.relu(_one_hot_linear(x, self.torso[0]))
+        return self.head(_relu_layers(x, self.torso[1:], relu_last=True))
 
     def numpy_forward(self, lanes: bool = False) -> Callable[[np.ndarray], np.ndarray]:
         """Q-values ``[num_actions]`` of ONE observation, in numpy on the live CPU parameters (see
@@ -158,12 +197,15 @@ def make_network(
     *,
     dueling: bool = False,
     hidden: tuple[int, ...] = (64, 64),
+    one_hot: bool = False,
 ) -> nn.Module:
     """Build a Q-network by name; ``auto`` picks by observation rank (1-D: MLP, 10×10 images: MinAtar, else Nature).
-    ``hidden`` sets the MLP's widths; the CNNs keep their published sizes."""
+    ``hidden`` sets the MLP's widths and ``one_hot`` its first layer's lookup; the CNNs keep their published sizes."""
     if kind == "auto":
         kind = "mlp" if len(obs_shape) == 1 else ("minatar" if tuple(obs_shape[1:]) == (10, 10) else "nature")
     if kind not in NETWORKS:
         raise ValueError(f"unknown network {kind!r}; choose one of {sorted(NETWORKS)} or 'auto'")
-    kwargs = {"hidden": tuple(hidden)} if kind == "mlp" else {}
+    if one_hot and kind != "mlp":
+        raise ValueError(f"one_hot inputs need the mlp network, got {kind!r}")
+    kwargs = {"hidden": tuple(hidden), "one_hot": one_hot} if kind == "mlp" else {}
     return NETWORKS[kind](tuple(obs_shape), num_actions, dueling=dueling, **kwargs)

@@ -100,7 +100,10 @@ def make_agent(cfg: Config, obs_shape: tuple[int, ...], num_actions: int, device
     nets = []
     for seed in seeds:
         torch.manual_seed(seed)
-        nets.append(make_network(a.network, obs_shape, num_actions, dueling=a.dueling, hidden=tuple(a.hidden)))
+        net = make_network(
+            a.network, obs_shape, num_actions, dueling=a.dueling, hidden=tuple(a.hidden), one_hot=a.one_hot_input
+        )
+        nets.append(net)
     return DQN(
         nets[0] if len(nets) == 1 else nets,
         num_actions,

@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
+from rlfocal.envs.registry import one_hot_observations
 from rlfocal.losses import TD_LOSS_CONFIGS, TDLossConfig
 from rlfocal.params import ConfigError, check_fields, describe, fail, param
 from rlfocal.replay.samplers import SAMPLER_CONFIGS, SamplerConfig
@@ -47,6 +48,11 @@ class AgentConfig:
         "auto", "Q-network: by observation shape, or named", choices=("auto", "mlp", "minatar", "nature")
     )
     hidden: list[int] = param(doc="MLP widths", low=1, factory=lambda: [64, 64])
+    one_hot_input: bool = param(
+        False,
+        "one-hot observations (deepsea, cliffwalk): the MLP's first layer is a column lookup, not a matmul; same"
+        " Q-values, gradients summed in another order (float rounding)",
+    )
     dueling: bool = param(False, "dueling head (Wang et al. 2016)")
     double: bool = param(True, "double-Q targets (van Hasselt et al. 2016)")
     gamma: float = param(0.99, "discount per environment step", low=0.0, high=1.0)
@@ -136,8 +142,12 @@ class Config:
         check_fields(self, "")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             fail("device", self.device, "one of auto, cpu, cuda, cuda:N")
-        if self.num_seeds > 1 and self.agent.compile:
-            fail("agent.compile", True, "must be false with num_seeds > 1 (the stacked update is not compiled)")
+        a = self.agent
+        if a.one_hot_input and not one_hot_observations(self.env.name):
+            fail("agent.one_hot_input", True, f"env.name={self.env.name!r} has no one-hot observations (deepsea has)")
+        if a.one_hot_input and (a.network not in ("auto", "mlp") or len(a.hidden) < 2):
+            fail("agent.one_hot_input", True, f"it needs the MLP with two hidden layers or more, got "
+                 f"agent.network={a.network} and agent.hidden={list(a.hidden)}")  # fmt: skip
         if self.replay.capacity < self.agent.batch_size:
             fail("replay.capacity", self.replay.capacity, f"must be >= agent.batch_size={self.agent.batch_size}")
 

@@ -1,11 +1,12 @@
 """DQN lanes: S seeds trained in lockstep with stacked parameters must behave as S single-seed DQNs.
 
 Every lane is checked against a single-seed twin built from the same seed and fed the same batches: actions
-identical, TD errors and losses to 1e-6 relative, parameters to 1e-5. On this CPU the forward passes, TD errors,
-losses and gradients of a lane are bit for bit its twin's on the same parameters; fused Adam is not: its kernel
-takes the stacked tensor in other SIMD chunks than a lane alone (a vectorised body, a scalar tail), so a few
-parameter elements round differently in the last bit. Also: per-lane clipping, NaN isolation, the S = 1 adapters
-(bit for bit), the checkpoint round trip, and the MinAtar CNN."""
+identical, TD errors and losses to 1e-6 relative, parameters to 1e-5. On this CPU the forward passes, TD errors and
+losses of a lane are bit for bit its twin's on the same parameters; its gradients are not: the MLP's lanes run as
+one batched matmul (``baddbmm``), whose backward sums in another order than a lane's ``addmm`` (a few 1e-9 apart),
+and fused Adam takes the stacked tensor in other SIMD chunks than a lane alone (a vectorised body, a scalar tail).
+Also: per-lane clipping, NaN isolation, the S = 1 adapters (bit for bit), the checkpoint round trip, the one-hot
+first layer, and the MinAtar CNN (vmapped, whose gradients stay bit for bit)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from agents.dqn import DQN, LaneBatch
+from agents.lanes import stack_modules
 from agents.networks import make_network
 
 SEEDS = [3, 5, 7, 9]
@@ -25,35 +27,44 @@ def huber(td: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.huber_loss(td, torch.zeros_like(td), reduction="none")
 
 
-def _net(seed: int, kind: str, obs_shape: tuple[int, ...], num_actions: int, dueling: bool = False):
+def _net(seed: int, kind: str, obs_shape: tuple[int, ...], num_actions: int, dueling: bool = False, one_hot=False):
     torch.manual_seed(seed)
-    return make_network(kind, obs_shape, num_actions, dueling=dueling, hidden=(32, 32))
+    return make_network(kind, obs_shape, num_actions, dueling=dueling, hidden=(32, 32), one_hot=one_hot)
 
 
-def _agents(kind="mlp", obs_shape=(4,), num_actions=3, dueling=False, seeds=SEEDS, **kwargs) -> tuple[DQN, list[DQN]]:
+def _agents(
+    kind="mlp", obs_shape=(4,), num_actions=3, dueling=False, seeds=SEEDS, one_hot=False, **kwargs
+) -> tuple[DQN, list[DQN]]:
     """A lanes agent over ``seeds`` and its single-seed twins, each network initialised from its seed."""
     kwargs = {"lr": 1e-2, **kwargs}
-    lanes = DQN(
-        [_net(s, kind, obs_shape, num_actions, dueling) for s in seeds], num_actions, huber, seed=seeds, **kwargs
-    )
-    twins = [DQN(_net(s, kind, obs_shape, num_actions, dueling), num_actions, huber, seed=s, **kwargs) for s in seeds]
+    nets = [_net(s, kind, obs_shape, num_actions, dueling, one_hot) for s in seeds]
+    lanes = DQN(nets, num_actions, huber, seed=seeds, **kwargs)
+    twins = [
+        DQN(_net(s, kind, obs_shape, num_actions, dueling, one_hot), num_actions, huber, seed=s, **kwargs)
+        for s in seeds
+    ]
     return lanes, twins
 
 
-def _obs(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+def _obs(rng: np.random.Generator, shape: tuple[int, ...], one_hot: bool = False) -> np.ndarray:
+    if one_hot:  # DeepSea-like: one 1 per row, some rows all zero (the null observation after an episode's end)
+        rows = np.eye(shape[-1], dtype=np.float32)[rng.integers(0, shape[-1], shape[:-1])]
+        return rows * (rng.random((*shape[:-1], 1)) < 0.8)
     if len(shape) == 3:  # MinAtar: 0/1 channels
         return (rng.random(shape) < 0.2).astype(np.float32)
     return rng.normal(size=shape).astype(np.float32)
 
 
-def _batches(rng: np.random.Generator, num_lanes: int, obs_shape=(4,), num_actions=3, n=16) -> list[LaneBatch]:
+def _batches(
+    rng: np.random.Generator, num_lanes: int, obs_shape=(4,), num_actions=3, n=16, one_hot=False
+) -> list[LaneBatch]:
     """One single-seed batch per lane."""
     return [
         LaneBatch(
-            obs=torch.from_numpy(_obs(rng, (n, *obs_shape))),
+            obs=torch.from_numpy(_obs(rng, (n, *obs_shape), one_hot)),
             actions=torch.from_numpy(rng.integers(0, num_actions, n)),
             rewards=torch.from_numpy(rng.normal(size=n).astype(np.float32)),
-            next_obs=torch.from_numpy(_obs(rng, (n, *obs_shape))),
+            next_obs=torch.from_numpy(_obs(rng, (n, *obs_shape), one_hot)),
             discounts=torch.from_numpy(np.where(rng.random(n) < 0.2, 0.0, 0.99).astype(np.float32)),
             weights=torch.from_numpy(rng.uniform(0.2, 1.0, n).astype(np.float32)),
         )
@@ -84,7 +95,7 @@ def _assert_lane_is_twin(lanes: DQN, twins: list[DQN], k: int, out, twin_out, pa
 
 
 def _run_in_lockstep(
-    lanes: DQN, twins: list[DQN], steps: int, obs_shape=(4,), num_actions=3, poison=None, param_rel=1e-5
+    lanes: DQN, twins: list[DQN], steps: int, obs_shape=(4,), num_actions=3, poison=None, param_rel=1e-5, one_hot=False
 ) -> None:
     """``steps`` updates with act_lanes between them and target updates on the way, each lane against its twin;
     ``poison = (lane, step)`` gives that lane NaN rewards from that step on (its twin is then no longer compared)."""
@@ -92,12 +103,12 @@ def _run_in_lockstep(
     epsilon = np.array([0.0, 0.3, 0.6, 1.0])[: lanes.num_seeds]
     for step in range(steps):
         num_envs = 1 + step % 3  # E = 1 takes act's path, E > 1 act_batch's
-        obs = _obs(rng, (lanes.num_seeds, num_envs, *obs_shape))
+        obs = _obs(rng, (lanes.num_seeds, num_envs, *obs_shape), one_hot)
         actions = lanes.act_lanes(obs, epsilon)
         assert actions.dtype == np.int64 and actions.shape == (lanes.num_seeds, num_envs)
         for k, twin in enumerate(twins):
             np.testing.assert_array_equal(actions[k], twin.act_batch(obs[k], float(epsilon[k])))
-        batches = _batches(rng, lanes.num_seeds, obs_shape, num_actions)
+        batches = _batches(rng, lanes.num_seeds, obs_shape, num_actions, one_hot=one_hot)
         if poison is not None and step >= poison[1]:
             batches[poison[0]] = batches[poison[0]]._replace(
                 rewards=torch.full_like(batches[poison[0]].rewards, np.nan)
@@ -122,15 +133,19 @@ def test_lanes_match_single_seed_twins(dueling):
     assert not lanes.nonfinite_lanes.any()
 
 
-def test_lane_td_errors_losses_and_gradients_are_bitwise_their_twins_on_this_cpu():
-    """Documents what the tolerances above allow for: on equal parameters, stacking changes no bit before Adam."""
-    lanes, twins = _agents()
-    batches = _batches(np.random.default_rng(1), 4)
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_lane_td_errors_and_losses_are_bitwise_their_twins_on_this_cpu(one_hot):
+    """Documents what the tolerances above allow for: on equal parameters, stacking the MLP changes no bit of the
+    forward passes (dense or one-hot first layer); the gradients are the twins' to 1e-6."""
+    obs_shape = (6,)
+    lanes, twins = _agents(obs_shape=obs_shape, one_hot=one_hot)
+    batches = _batches(np.random.default_rng(1), 4, obs_shape, one_hot=one_hot)
     out = lanes.learn_lanes(_stack(batches))
     for k, twin in enumerate(twins):
         twin_out = twin.learn(batches[k])
         assert torch.equal(out.td_errors[k], twin_out.td_errors) and torch.equal(out.loss[k], twin_out.loss)
-        assert all(torch.equal(p.grad[k], q.grad) for p, q in zip(lanes.params, twin.params, strict=True))
+        for p, q in zip(lanes.params, twin.params, strict=True):
+            _assert_relative(p.grad[k], q.grad, 1e-6)
 
 
 def test_gradient_norm_is_clipped_per_lane():
@@ -198,6 +213,32 @@ def test_state_dict_round_trip_restores_every_lane():
     assert all(torch.equal(p, q) for p, q in targets)
 
 
+@pytest.mark.parametrize("dueling", [False, True])
+def test_one_hot_lanes_match_their_twins(dueling):
+    lanes, twins = _agents(obs_shape=(9,), dueling=dueling, one_hot=True)
+    _run_in_lockstep(lanes, twins, steps=20, obs_shape=(9,), one_hot=True)
+
+
+@pytest.mark.parametrize("lanes", [1, 3])
+def test_one_hot_first_layer_is_the_dense_layer(lanes):
+    """Same parameters, same one-hot inputs (all-zero rows too): the lookup's Q-values are the matmul's bit for bit
+    (one exact product per output; zeros add nothing), its gradients equal to float rounding."""
+    dense = [_net(s, "mlp", (9,), 3) for s in SEEDS[:lanes]]
+    lookup = [_net(s, "mlp", (9,), 3, one_hot=True) for s in SEEDS[:lanes]]
+    if lanes > 1:
+        dense, lookup = stack_modules(dense), stack_modules(lookup)
+    else:
+        dense, lookup = dense[0], lookup[0]
+    obs = torch.from_numpy(_obs(np.random.default_rng(2), (lanes, 64, 9), one_hot=True))
+    obs = obs if lanes > 1 else obs[0]
+    q_dense, q_lookup = dense(obs), lookup(obs)
+    assert torch.equal(q_dense, q_lookup)
+    q_dense.square().sum().backward()
+    q_lookup.square().sum().backward()
+    for p, q in zip(dense.parameters(), lookup.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-6, atol=1e-7)
+
+
 def test_minatar_cnn_lanes_match_their_twins():
     """The vmapped convolution sums in another order than a lane's own (TD errors ~1e-7 relative, gradients ~1e-6),
     and Adam's first steps, about lr · sign(g), amplify that where |g| is near its eps: parameters agree to 1e-3
@@ -208,8 +249,22 @@ def test_minatar_cnn_lanes_match_their_twins():
     _run_in_lockstep(lanes, twins, steps=3, obs_shape=shape, param_rel=1e-3)
 
 
-def test_compile_with_several_seeds_is_refused_and_counts_must_match():
-    with pytest.raises(ValueError, match="compile supports one seed"):
-        _agents(seeds=[3, 5], compile=True)
+@pytest.mark.parametrize("kind, obs_shape", [("mlp", (4,)), ("minatar", (2, 10, 10))])
+def test_compiled_lanes_match_eager_lanes(kind, obs_shape):
+    """agent.compile with several seeds: the stacked MLP and the vmapped CNN compile; same numbers to float
+    tolerance (inductor fuses and reorders elementwise work)."""
+    eager, _ = _agents(kind, obs_shape, seeds=[3, 5])
+    compiled, _ = _agents(kind, obs_shape, seeds=[3, 5], compile=True)
+    rng = np.random.default_rng(6)
+    for _ in range(3):
+        batch = _stack(_batches(rng, 2, obs_shape))
+        out, compiled_out = eager.learn_lanes(batch), compiled.learn_lanes(batch)
+        torch.testing.assert_close(compiled_out.td_errors, out.td_errors, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(compiled_out.loss, out.loss, rtol=1e-5, atol=1e-6)
+    for p, q in zip(compiled.params, eager.params, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_network_and_seed_counts_must_match():
     with pytest.raises(ValueError, match="2 networks but 3 seeds"):
         DQN([_net(3, "mlp", (4,), 2), _net(5, "mlp", (4,), 2)], 2, huber, seed=[1, 2, 3])

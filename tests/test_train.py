@@ -157,6 +157,15 @@ def test_gauge_observes_without_changing_training(tmp_path, replay):
         ),
         ("env=deepsea env.kwargs.size=0", "env.kwargs.size=0 is not allowed: must be an integer >= 1"),
         ("total_steps=0", "total_steps=0 is not allowed: must be an integer >= 1"),
+        (
+            "env=cartpole agent.one_hot_input=true",
+            "agent.one_hot_input=True is not allowed: env.name='CartPole-v1' has no one-hot observations (deepsea has)",
+        ),
+        (
+            "env=deepsea agent.hidden=[32] agent.one_hot_input=true",
+            "agent.one_hot_input=True is not allowed: it needs the MLP with two hidden layers or more, got "
+            "agent.network=mlp and agent.hidden=[32]",
+        ),
     ],
 )
 def test_bad_config_values_fail_in_one_line(tmp_path, override, message):

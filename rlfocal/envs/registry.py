@@ -87,6 +87,12 @@ _FAMILY_ARGS: dict[str, tuple[Mapping[str, Arg], bool]] = {
 _SIZED = {"deepsea": (_DEEPSEA, "size", DEEPSEA_DEFAULT_SIZE), "cliffwalk": (_CLIFFWALK, "n", CLIFFWALK_DEFAULT_N)}
 
 
+def one_hot_observations(name: str) -> bool:
+    """Whether `name`'s observations are one-hot rows (0/1, at most one 1): DeepSea and Cliffwalk (the null
+    observation after DeepSea's end is all zeros). Such inputs let an MLP's first layer be a lookup."""
+    return _family(name) in ("deepsea", "cliffwalk")
+
+
 def _is_classic_control(name: str) -> bool:
     spec = gym.registry.get(name)
     return spec is not None and isinstance(spec.entry_point, str) and spec.entry_point.startswith(_CLASSIC_MODULE)
