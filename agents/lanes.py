@@ -16,12 +16,17 @@ from torch import nn
 
 def stack_modules(modules: Sequence[nn.Module]) -> nn.Module:
     """A copy of the modules' common architecture whose every parameter and buffer is theirs, stacked on a new leading
-    lane axis. Its ``state_dict`` has the usual keys; call it per lane (``torch.func.functional_call`` under vmap),
-    never directly."""
+    lane axis. Its ``state_dict`` has the usual keys; call it per lane (``torch.func.functional_call`` under vmap), or
+    on inputs with a lane axis when it is ``lanes_native`` (the MLP). Matrices the module names in ``lane_transposed()``
+    keep their shape ``[S, out, in]`` but are stored ``[S, in, out]`` (a transposed view), so that a lookup of their
+    columns reads contiguous rows; gradients and Adam's state take the same layout."""
     stacked = copy.deepcopy(modules[0])
+    transposed = set(getattr(modules[0], "lane_transposed", tuple)())
     for name, _ in modules[0].named_parameters():
         owner, _, leaf = name.rpartition(".")
         values = torch.stack([m.get_parameter(name).detach() for m in modules])
+        if name in transposed:
+            values = values.transpose(1, 2).contiguous().transpose(1, 2)
         setattr(stacked.get_submodule(owner), leaf, nn.Parameter(values))
     for name, _ in modules[0].named_buffers():
         owner, _, leaf = name.rpartition(".")

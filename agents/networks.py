@@ -37,15 +37,17 @@ def _relu_layers(x: torch.Tensor, layers: nn.ModuleList, relu_last: bool) -> tor
 
 def _one_hot_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     """``_linear`` for one-hot rows (0/1 with at most one 1, as DeepSea's and Cliffwalk's observations): the 1's
-    weight column plus the bias (the bias alone for an all-zero row). A column gather instead of a matmul, with the
-    matmul's float result (one exact product; the zeros add nothing); the weight gradient sums the same products in
-    another order. The 1's position comes from ``x @ [0, 1, ..., in − 1]``, exact in float32 and ~10x faster on CPU
-    than ``argmax``."""
+    weight column plus the bias (the bias alone for an all-zero row). An embedding lookup instead of a matmul, with
+    the matmul's float result (one exact product; the zeros add nothing); the weight gradient sums the same products
+    in another order. The 1's position comes from ``x @ [0, 1, ..., in − 1]``, exact in float32 and ~10x faster on
+    CPU than ``argmax``."""
     positions = torch.arange(x.shape[-1], dtype=x.dtype, device=x.device)
-    idx = (x @ positions).long().unsqueeze(-1)  # [..., B, 1]; 0 for an all-zero row, whose x[0] is 0
-    weight = layer.weight  # [..., out, in]
-    columns = weight.gather(-1, idx.transpose(-1, -2).expand(*weight.shape[:-1], idx.shape[-2]))  # [..., out, B]
-    return columns.transpose(-1, -2) * x.gather(-1, idx) + layer.bias.unsqueeze(-2)
+    idx = (x @ positions).long()  # [..., B]; 0 for an all-zero row, whose x[0] is 0
+    table, rows = layer.weight.transpose(-1, -2), idx  # [..., in, out]
+    if table.dim() == 3:  # stacked lanes (stored [S, in, out]: MLP.lane_transposed): lane k's rows start at k * in
+        rows = idx + torch.arange(table.shape[0], device=idx.device).unsqueeze(-1) * table.shape[1]
+        table = table.reshape(-1, table.shape[-1])
+    return F.embedding(rows, table) * x.gather(-1, idx.unsqueeze(-1)) + layer.bias.unsqueeze(-2)
 
 
 def _numpy_layers(layers: nn.ModuleList, lanes: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -124,6 +126,10 @@ class MLP(nn.Module):
         self.one_hot = one_hot
         self.torso = _linears(sizes)
         self.head = QHead(sizes[-1], num_actions, hidden[-1], dueling)
+
+    def lane_transposed(self) -> tuple[str, ...]:
+        """Parameters ``agents.lanes.stack_modules`` stores as ``[S, in, out]``: the one-hot layer's lookup table."""
+        return ("torso.0.weight",) if self.one_hot else ()
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs.flatten(obs.dim() - self.obs_dims).float()
