@@ -13,7 +13,7 @@ from agents.dqn import DQN
 from agents.networks import make_network
 from rlfocal.arms import arm_label
 from rlfocal.config import Config, ConfigError
-from rlfocal.gauge import analogy_gauge
+from rlfocal.gauge import LaneView, analogy_gauge
 from rlfocal.losses import FocalLossConfig
 from rlfocal.replay import PERConfig, PrioritizedSampler, ReplayBuffer, TransitionStorage
 from rlfocal.replay.lanes import LaneReplay
@@ -46,11 +46,12 @@ def make_replay(
     return ReplayBuffer(storage, cfg.replay.build(storage.capacity, total_updates), cfg.seed if seed is None else seed)
 
 
-def make_gauge(cfg: Config, buffer: ReplayBuffer) -> Callable[[DQN], dict[str, float]]:
-    """The analogy gauge for this run. Its PER side is the run's own prioritized sampler (α, ε, floor and the
+def make_gauge(cfg: Config, buffer: ReplayBuffer, lane: int = 0) -> Callable[[DQN], dict[str, float]]:
+    """The analogy gauge of seed lane ``lane`` (seed ``cfg.seed + lane``, ``buffer`` its replay), reading exactly
+    what a run of that seed alone reads. Its PER side is the lane's own prioritized sampler (α, ε, floor and the
     current β read from it), else a default ``replay=per`` sampler; focal's γ is ``gauge.focal_gamma``, else the run's
-    focal γ, else α/2 (the α = 2γ prediction). Draws from its own RNG."""
-    rng = np.random.default_rng(cfg.seed + 20_000)
+    focal γ, else α/2 (the α = 2γ prediction). Draws from its own RNG, seeded as that seed's run alone seeds it."""
+    rng = np.random.default_rng(cfg.seed + lane + 20_000)
     sampler = buffer.sampler
     per = sampler if isinstance(sampler, PrioritizedSampler) else PERConfig().build(1, 1)
     gamma = cfg.gauge.focal_gamma
@@ -60,7 +61,7 @@ def make_gauge(cfg: Config, buffer: ReplayBuffer) -> Callable[[DQN], dict[str, f
 
     def gauge(agent: DQN) -> dict[str, float]:
         return analogy_gauge(
-            agent,
+            agent if agent.num_seeds == 1 else LaneView(agent, lane),
             buffer,
             rng,
             sample_size=cfg.gauge.sample_size,

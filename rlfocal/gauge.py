@@ -24,17 +24,21 @@ Measured on a uniform probe of M stored transitions S, with the current networks
 
 The last three need a prioritized sampler and are NaN under uniform sampling. The gauge only observes: it draws
 from its own RNG, takes gradients with ``torch.autograd.grad`` (parameters' ``.grad`` untouched) and changes no
-optimizer, sampler or loss state.
+optimizer, sampler or loss state. With several seeds trained as lanes, ``LaneView`` lets it read one lane exactly as
+it reads that seed's agent alone.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
+from torch.func import functional_call
 
+from agents.dqn import td_error
 from rlfocal import losses
 from rlfocal.metrics import COLUMNS
 
@@ -140,6 +144,30 @@ def _sampler_alpha(priority: Callable[[np.ndarray], np.ndarray]) -> float | None
     return getattr(getattr(priority, "__self__", None), "alpha", None)
 
 
+class LaneView:
+    """Seed lane ``lane`` of a ``DQN`` with S > 1 lanes, as the one-seed agent ``analogy_gauge`` reads: ``device``,
+    ``params`` (that lane's slices of the stacked parameters, taken now: make one per reading) and ``td_errors``."""
+
+    def __init__(self, agent, lane: int) -> None:
+        self.device = agent.device
+        self._agent = agent
+        self._online = {name: p[lane] for name, p in agent.q_net.named_parameters()}
+        # gradients w.r.t. these slices are lane k's alone (the stacked parameters' .grad stays untouched)
+        self.params = list(self._online.values())
+        self._online |= {name: b[lane] for name, b in agent.q_net.named_buffers()}
+        target = agent.target_net
+        self._target = {name: t[lane] for name, t in [*target.named_parameters(), *target.named_buffers()]}
+
+    def td_errors(self, batch, *, eager: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The lane's ``td_error`` on batch fields ``[B, ...]``: the stacked modules called with one lane's slices
+        run the single network's forward. ``eager`` is accepted as ``DQN.td_errors`` takes it (lanes never compile)."""
+        a = self._agent
+        online = partial(functional_call, a.q_net, self._online)
+        target_net = partial(functional_call, a.target_net, self._target)
+        with a._autocast():
+            return td_error(online, target_net, batch, a.double)
+
+
 def analogy_gauge(
     agent,
     buffer,
@@ -151,7 +179,8 @@ def analogy_gauge(
     focal_gamma: float = 0.3,
     kappa: float = 1.0,
 ) -> dict[str, float]:
-    """The gauge's readings (keys ``GAUGE_KEYS``) for ``agent`` (a ``agents.dqn.DQN``) on ``buffer``.
+    """The gauge's readings (keys ``GAUGE_KEYS``) for ``agent`` (a one-seed ``agents.dqn.DQN`` or a ``LaneView``)
+    on ``buffer`` (its seed's ``ReplayBuffer``).
 
     ``focal_gamma`` is focal-TD's γ (the α = 2γ prediction); its τ is the probe's mean Huber loss (the scale-free
     ``tau: auto`` without a running state). The PER side is a sampler's: ``priority`` (its ``priority(td)``, the mass

@@ -66,7 +66,7 @@ class Run:
     envs: object  # make_lane_envs: [S, E] environments
     buffer: LaneReplay
     agent: DQN
-    gauge: object  # None with several seeds
+    gauge: list  # gauge[k]: seed lane k's analogy gauge (make_gauge)
     lanes: list[Lane]
     counters: Counters
     arm: str
@@ -165,10 +165,11 @@ def metrics_row(r: Run, k: int, step: int, epsilon: float, last) -> dict[str, fl
         row["losses/td_abs"] = float(out.td_errors[k].abs().mean())
         row["replay/is_weight_min"] = float(weights[k].min())
     row |= prefixed("replay", r.buffer.lanes[k].stats())
-    if r.gauge is not None and r.cfg.gauge.every and c.updates - c.gauge_updates >= r.cfg.gauge.every:
+    if r.cfg.gauge.every and c.updates - c.gauge_updates >= r.cfg.gauge.every:
         flush_priorities(r)
-        row |= prefixed("gauge", r.gauge(r.agent))
-        c.gauge_updates = c.updates
+        row |= prefixed("gauge", r.gauge[k](r.agent))
+        if k == r.live()[-1]:  # train logs every live lane at this update, in order: the last one moves the counter
+            c.gauge_updates = c.updates
     return row
 
 
@@ -292,7 +293,7 @@ def build_run(cfg: Config, run_dir: Path, config_dict: dict) -> Run:
         lanes.append(
             Lane(seed, lane_dir, log, LogWindow(counters.global_step), eval_env, np.random.default_rng(seed + 10_000))
         )
-    gauge = make_gauge(cfg, buffer.lanes[0]) if len(seeds) == 1 else None
+    gauge = [make_gauge(cfg, lane_buffer, k) for k, lane_buffer in enumerate(buffer.lanes)]
     r = Run(cfg, run_dir, envs, buffer, agent, gauge, lanes, counters, arm, device, config_dict)
     deferred = cfg.replay.deferred is True or (cfg.replay.deferred == "auto" and device.type == "cuda")
     if cfg.replay.prioritized and deferred:
@@ -304,7 +305,7 @@ def build_run(cfg: Config, run_dir: Path, config_dict: dict) -> Run:
 
 
 def warn_if_too_short(cfg: Config) -> None:
-    """Say at the start when a run cannot learn anything (no gradient step), and what several seeds leave out."""
+    """Say at the start when a run cannot learn anything (no gradient step)."""
     a = cfg.agent
     if gradient_steps_due(0, cfg.total_steps, a.learning_starts, a.train_freq) == 0:
         warnings.warn(
@@ -312,8 +313,6 @@ def warn_if_too_short(cfg: Config) -> None:
             f"agent.train_freq={a.train_freq}): this run only measures a random policy",
             stacklevel=2,
         )
-    if cfg.num_seeds > 1 and cfg.gauge.every:
-        warnings.warn("the analogy gauge reads one seed's agent: it is off with num_seeds > 1", stacklevel=2)
 
 
 def run(cfg: Config, run_dir: Path, config_dict: dict, command: str = "python -m rlfocal.train ...") -> dict:

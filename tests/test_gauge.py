@@ -1,8 +1,9 @@
-"""The analogy gauge: its statistics against independent references, and its gradient cosines against per-sample
-gradients computed one transition at a time."""
+"""The analogy gauge: its statistics against independent references, its gradient cosines against per-sample
+gradients computed one transition at a time, and each seed lane of a batch read as that seed alone."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import math
 from pathlib import Path
@@ -11,13 +12,17 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+from test_train import composed, rows, train
 
 from agents.dqn import DQN
 from agents.networks import make_network
 from rlfocal import losses
+from rlfocal.builders import make_agent, make_gauge, make_lane_replay, make_replay
+from rlfocal.config import validate
 from rlfocal.gauge import (
     ALPHA_GRID,
     GAUGE_KEYS,
+    LaneView,
     alpha_fit,
     analogy_gauge,
     best_shift_alpha,
@@ -232,3 +237,98 @@ def test_alpha_fit_experiment_core_at_tiny_size():
         mse = {(r["tau_multiple"], r["gamma"]): r["alpha_star"] for r in sel}
         for gamma in (0.3, 1.0):
             assert mse[1.0, gamma] < mse[1000.0, gamma] == pytest.approx(2 * gamma, abs=0.02)
+
+
+def _lane_steps(num_seeds: int, n: int = 48) -> list[tuple[np.ndarray, ...]]:
+    """``n`` vectorised steps (2 environments) of random CartPole-shaped transitions, arrays ``[S, 2, ...]``."""
+    rng = np.random.default_rng(3)
+    shape = (num_seeds, 2)
+    return [
+        (
+            rng.normal(size=(*shape, 4)).astype(np.float32),
+            rng.integers(2, size=shape),
+            rng.normal(size=shape),
+            rng.normal(size=(*shape, 4)).astype(np.float32),
+            rng.random(shape) < 0.1,
+            np.zeros(shape, dtype=bool),
+        )
+        for _ in range(n)
+    ]
+
+
+def test_each_lane_reads_as_its_seed_alone():
+    """Lane k of a 3-seed batch (seeds 4..6) reads what a run of seed 4 + k reads alone: same network, same replay
+    contents and priorities, same gauge RNG, twice in a row. Lane k runs the single network's float32 ops on its
+    slices of the stacked parameters (bitwise equal here); 1e-6 relative leaves room for BLAS kernels that pick
+    another summation order for a slice's memory alignment."""
+    overrides = ["replay=per", "gauge.sample_size=64", "agent.hidden=[16]"]
+    batch_cfg = validate(composed([*overrides, "seed=4", "num_seeds=3"]))
+    agent = make_agent(batch_cfg, (4,), 2, torch.device("cpu"))
+    replay = make_lane_replay(batch_cfg, [4, 5, 6], (4,), np.float32, 100)
+    steps = _lane_steps(3)
+    for step in steps:
+        replay.add_batch(*step, np.arange(2))
+    slots = np.stack([lane.stored_slots()[::3] for lane in replay.lanes])
+    td = np.random.default_rng(5).normal(size=slots.shape)
+    replay.update_priorities(slots, td)
+    with torch.no_grad():  # the online nets move away from their targets (elementwise: the same floats alone)
+        for p in agent.params:
+            p.mul_(1.5)
+    lane_gauges = [make_gauge(batch_cfg, lane, k) for k, lane in enumerate(replay.lanes)]
+    for k in range(3):
+        cfg = validate(composed([*overrides, f"seed={4 + k}"]))
+        alone = make_agent(cfg, (4,), 2, torch.device("cpu"))
+        buffer = make_replay(cfg, (4,), np.float32, 100)
+        for step in steps:
+            buffer.add_batch(*(x[k] for x in step), np.arange(2))
+        buffer.update_priorities(slots[k], td[k])
+        with torch.no_grad():
+            for p in alone.params:
+                p.mul_(1.5)
+        gauge = make_gauge(cfg, buffer)
+        for _ in range(2):  # the second reading checks that each lane's RNG moves as its seed's alone
+            lane_out, alone_out = lane_gauges[k](agent), gauge(alone)
+            assert all(math.isfinite(v) for v in lane_out.values())
+            for key in GAUGE_KEYS:
+                assert lane_out[key] == pytest.approx(alone_out[key], rel=1e-6, abs=1e-9), (k, key)
+
+
+def test_lanes_read_their_own_networks():
+    """On one replay and one probe, two lanes with different networks read differently, and two with the same
+    network read the same: a lane's readings follow its own slice of the stacked parameters, and only it."""
+    _, buf = _filled(PrioritizedReplay, n=64)
+    nets = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        nets.append(make_network("mlp", (4,), 2, hidden=(16,)))
+
+    def readings(agent: DQN, lane: int) -> dict[str, float]:
+        kwargs = {"sample_size": 48, "priority": buf.sampler.priority, "beta": 0.4}
+        return analogy_gauge(LaneView(agent, lane), buf, np.random.default_rng(0), **kwargs)
+
+    different = DQN(nets, 2, losses.huber, seed=[0, 1])
+    same = DQN([nets[1], copy.deepcopy(nets[1])], 2, losses.huber, seed=[0, 1])
+    assert readings(different, 0)["grad_cosine"] != readings(different, 1)["grad_cosine"]
+    assert readings(different, 0)["modulator_spearman"] != readings(different, 1)["modulator_spearman"]
+    assert readings(same, 0) == readings(same, 1) == readings(different, 1)
+    assert all(p.grad is None for p in different.params)  # the gauge only observes
+
+
+def test_a_batch_of_seeds_logs_the_gauge_in_every_seed(tmp_path):
+    """num_seeds=2: both seeds' metrics.csv carry finite gauge readings on the same rows, those where one shared
+    counter says ``gauge.every`` updates have passed since the last reading (it moves once per reading)."""
+    every = 10  # about two rows' worth of updates (CartPole: one update per 4 env steps, a row per 25)
+    train(tmp_path, ["num_seeds=2", "seed=4", "replay=per", "logger.log_every=25", f"gauge.every={every}"])
+    logs = [rows(tmp_path / f"seed_{seed}" / "metrics.csv") for seed in (4, 5)]
+    last, due = 0, []
+    for row in logs[0]:
+        if int(row["charts/updates"]) - last >= every:
+            due.append(row["global_step"])
+            last = int(row["charts/updates"])
+    assert len(due) >= 3 and len(due) < len(logs[0])  # not every row: the cadence is checked, not only presence
+    for log in logs:
+        assert [r["global_step"] for r in log if r["gauge/grad_cosine"] != ""] == due
+        for r in log:
+            if r["global_step"] in due:
+                assert all(math.isfinite(float(r[f"gauge/{key}"])) for key in GAUGE_KEYS), r
+    assert [r["gauge/grad_cosine"] for r in logs[0]] != [r["gauge/grad_cosine"] for r in logs[1]]
