@@ -13,7 +13,7 @@ from rlfocal.losses.registry import loss_label, option_label
 from rlfocal.replay.samplers import SAMPLER_CONFIGS
 
 # how the run is executed, not what the sampler does: never part of an arm's name
-SAMPLER_EXECUTION = ("capacity", "deferred")
+SAMPLER_EXECUTION = ("capacity", "deferred", "storage_device")
 
 
 def sampler_label(sampler: dict[str, Any] | str) -> str:

@@ -33,7 +33,8 @@ def make_replay(
     cfg: Config, obs_shape: tuple[int, ...], obs_dtype, total_updates: int, seed: int | None = None
 ) -> ReplayBuffer:
     """The sampler named by ``cfg.replay`` over storage shaped for the environment (frame dedup for stacks),
-    drawing from a generator seeded ``seed`` (default ``cfg.seed``)."""
+    drawing from a generator seeded ``seed`` (default ``cfg.seed``); with ``replay.storage_device``, a copy of the
+    arrays batches are gathered from on the learner's device (``cuda`` names whichever CUDA device that is)."""
     frame_stack = obs_shape[0] if len(obs_shape) == 3 and obs_shape[1:] == (84, 84) else 1
     storage = TransitionStorage(
         cfg.replay.capacity,
@@ -43,7 +44,20 @@ def make_replay(
         gamma=cfg.agent.gamma,
         frame_stack=frame_stack,
     )
-    return ReplayBuffer(storage, cfg.replay.build(storage.capacity, total_updates), cfg.seed if seed is None else seed)
+    name, storage_device = cfg.replay.storage_device, None
+    if name is not None:
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            msg = "CUDA is not available here; use replay.storage_device=null or cpu"
+            raise ConfigError(f"replay.storage_device={name!r} is not allowed: {msg}")
+        storage_device, wanted = resolve_device(cfg.device), torch.device(name)
+        if wanted.type != storage_device.type or wanted.index not in (None, storage_device.index):
+            msg = (
+                f"batches are gathered where they are stored, so it must be the learner's device {storage_device} "
+                f"(device={cfg.device}); use replay.storage_device=null or {storage_device}"
+            )
+            raise ConfigError(f"replay.storage_device={name!r} is not allowed: {msg}")
+    sampler = cfg.replay.build(storage.capacity, total_updates)
+    return ReplayBuffer(storage, sampler, cfg.seed if seed is None else seed, storage_device)
 
 
 def make_gauge(cfg: Config, buffer: ReplayBuffer, lane: int = 0) -> Callable[[DQN], dict[str, float]]:

@@ -26,6 +26,7 @@ FORMAT = 2  # 2: weights_only payload (numpy as byte tensors), resolved config, 
 MUTABLE_KEYS: tuple[str, ...] = (
     "total_steps",
     "device",
+    "replay.storage_device",
     "resume",
     "progress",
     "checkpoint_every",

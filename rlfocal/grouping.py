@@ -18,7 +18,17 @@ from typing import Any
 SEED_KEYS = frozenset({"seed"})
 # settings of how a run is executed or recorded, not of what it measures
 FREE_KEYS = frozenset(
-    {"resume", "progress", "device", "torch_threads", "checkpoint_every", "save_replay", "num_seeds", "replay.deferred"}
+    {
+        "resume",
+        "progress",
+        "device",
+        "torch_threads",
+        "checkpoint_every",
+        "save_replay",
+        "num_seeds",
+        "replay.deferred",
+        "replay.storage_device",
+    }
 )
 FREE_PREFIXES = ("logger.", "hydra.")
 PATH_LEAF = re.compile(r"(^|_)(dir|path)$")  # run_dir, output_dir, ...: where a run was written

@@ -17,6 +17,8 @@ from rlfocal.replay.storage import TransitionStorage
 if TYPE_CHECKING:
     import torch
 
+    from rlfocal.replay.device_storage import DeviceStorage
+
 
 @dataclass
 class Batch:
@@ -45,12 +47,21 @@ class Batch:
 
 
 class ReplayBuffer:
-    """Storage + sampler. ``update_priorities`` takes raw TD errors (or any per-sample surprise signal)."""
+    """Storage + sampler. ``update_priorities`` takes raw TD errors (or any per-sample surprise signal).
 
-    def __init__(self, storage: TransitionStorage, sampler, seed: int | None = 0) -> None:
+    ``storage_device`` (a torch device) keeps a copy of the gathered arrays there (``DeviceStorage``), from which
+    ``sample_torch`` gathers its batches on that device; None keeps everything in host memory."""
+
+    def __init__(self, storage: TransitionStorage, sampler, seed: int | None = 0, storage_device=None) -> None:
         self.storage = storage
         self.sampler = sampler
         self.rng = np.random.default_rng(seed)
+        self.device_storage: DeviceStorage | None = None
+        self.device_lane = 0  # this buffer's lane in ``device_storage`` (seed lanes share one, see LaneReplay)
+        if storage_device is not None:
+            from rlfocal.replay.device_storage import DeviceStorage
+
+            self.device_storage = DeviceStorage.of(storage, storage_device)
         self._pinned: dict[int, dict[str, np.ndarray]] = {}
         # per CUDA device index, an event recorded after the last transfer out of the pinned staging arrays
         self._copy_done: dict[int, torch.cuda.Event] = {}
@@ -68,6 +79,12 @@ class ReplayBuffer:
         tree = getattr(self.sampler, "tree", None)
         return self.storage.nbytes + (tree.nbytes if tree is not None else 0)
 
+    @property
+    def device_nbytes(self) -> int:
+        """Bytes of this buffer's device copy of its storage (0 without ``storage_device``)."""
+        ds = self.device_storage
+        return 0 if ds is None else ds.nbytes // ds.num_lanes
+
     def add(self, obs, action, reward, next_obs, terminated, truncated, env_id: int = 0) -> None:
         """Add one environment step of stream ``env_id``."""
         self._notify(*self.storage.add(obs, action, reward, next_obs, terminated, truncated, env_id))
@@ -84,6 +101,8 @@ class ReplayBuffer:
     def _notify(self, written: np.ndarray, evicted: np.ndarray) -> None:
         """Tell the sampler which slots changed. One batch can write a slot and evict it again (or the reverse),
         so what counts is each slot's state at the end: valid slots were written, the others are empty."""
+        if self.device_storage is not None:
+            self.device_storage.note_written(self.device_lane, written.size)
         if evicted.size:
             self.sampler.on_evict(evicted[~self.storage.valid(evicted)])
             written = written[self.storage.valid(written)]
@@ -95,13 +114,18 @@ class ReplayBuffer:
         return self._sample(batch_size)
 
     def sample_torch(self, batch_size: int, device="cpu") -> Batch:
-        """Draw a batch as tensors on ``device`` (``indices`` stay on the host). On CPU the tensors share the freshly
-        gathered arrays; on CUDA the fields are gathered straight into pinned staging arrays and copied with one
-        non-blocking transfer each on ``device``'s current stream. The staging arrays are rewritten only once the
-        previous transfer out of them has finished (an event recorded on the stream the copies ran on)."""
+        """Draw a batch as tensors on ``device`` (``indices`` stay on the host). With a ``storage_device`` (which
+        ``device`` must be) the fields are gathered there (``DeviceStorage.batch``). Otherwise, on CPU the tensors
+        share the freshly gathered arrays; on CUDA the fields are gathered straight into pinned staging arrays and
+        copied with one non-blocking transfer each on ``device``'s current stream. The staging arrays are rewritten
+        only once the previous transfer out of them has finished (an event recorded on the stream the copies ran
+        on)."""
         import torch
 
         device = torch.device(device)
+        if self.device_storage is not None:
+            self.device_storage.check_device(device)
+            return Batch(**self.device_storage.batch(*self._draw(batch_size), self.device_lane))
         if device.type != "cuda":
             return self._sample(batch_size).to_torch(device)
         slots, weights = self._draw(batch_size)  # host work that overlaps the previous batch's transfer
@@ -194,6 +218,8 @@ class ReplayBuffer:
 
     def load_state_dict(self, state: dict) -> None:
         self.storage.load_state_dict(state["storage"])
+        if self.device_storage is not None:
+            self.device_storage.reload(self.device_lane)
         self.sampler.load_state_dict(state["sampler"])
         self.rng.bit_generator.state = state["rng"]
 
@@ -206,15 +232,25 @@ def to_host(x) -> np.ndarray:
 class UniformReplay(ReplayBuffer):
     """Uniform experience replay (Mnih et al. 2015): weights are all 1."""
 
-    def __init__(self, capacity: int, obs_shape, obs_dtype=np.float32, seed: int | None = 0, **storage_kwargs) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        obs_shape,
+        obs_dtype=np.float32,
+        seed: int | None = 0,
+        *,
+        storage_device=None,
+        **storage_kwargs,
+    ) -> None:
         storage = TransitionStorage(capacity, obs_shape, obs_dtype, **storage_kwargs)
-        super().__init__(storage, UniformSampler(storage.capacity), seed)
+        super().__init__(storage, UniformSampler(storage.capacity), seed, storage_device)
 
 
 class PrioritizedReplay(ReplayBuffer):
     """Proportional prioritized replay on a sum tree; see ``PrioritizedSampler`` for α, β, ε and ``is_norm``.
 
-    ``storage_kwargs`` (``n_step``, ``gamma``, ``frame_stack``, ``action_shape``, ...) go to ``TransitionStorage``.
+    ``storage_kwargs`` (``n_step``, ``gamma``, ``frame_stack``, ``action_shape``, ...) go to ``TransitionStorage``;
+    ``storage_device``: see ``ReplayBuffer``.
     """
 
     def __init__(
@@ -230,13 +266,14 @@ class PrioritizedReplay(ReplayBuffer):
         beta_final: float = 1.0,
         beta_steps: int | None = None,
         is_norm: str = "batch",
+        storage_device=None,
         **storage_kwargs,
     ) -> None:
         storage = TransitionStorage(capacity, obs_shape, obs_dtype, **storage_kwargs)
         sampler = PrioritizedSampler(
             storage.capacity, alpha, beta, eps, beta_final=beta_final, beta_steps=beta_steps, is_norm=is_norm
         )
-        super().__init__(storage, sampler, seed)
+        super().__init__(storage, sampler, seed, storage_device)
 
     @property
     def beta(self) -> float:
@@ -258,7 +295,9 @@ class LAPReplay(ReplayBuffer):
         alpha: float = 0.6,
         min_priority: float = 1.0,
         seed: int | None = 0,
+        *,
+        storage_device=None,
         **storage_kwargs,
     ) -> None:
         storage = TransitionStorage(capacity, obs_shape, obs_dtype, **storage_kwargs)
-        super().__init__(storage, LAPSampler(storage.capacity, alpha, min_priority), seed)
+        super().__init__(storage, LAPSampler(storage.capacity, alpha, min_priority), seed, storage_device)

@@ -7,16 +7,22 @@ view, so a single-seed run pays a few attribute look-ups and no copies.
 
 With S > 1 the lanes' gathered storage arrays and sum trees live in arrays stacked over lanes (each lane keeps
 views of its rows), so a batch of all lanes is a few numpy takes and one compiled descent, not S Python round
-trips; each lane still draws from its own generator, in lane order, exactly the numbers it draws alone.
+trips; each lane still draws from its own generator, in lane order, exactly the numbers it draws alone. With a
+storage device the lanes share one ``DeviceStorage`` over those stacked arrays, and a batch is gathered there.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rlfocal.replay.buffer import Batch, ReplayBuffer, to_host
 from rlfocal.replay.samplers import PrioritizedSampler, UniformSampler, is_weights, uniform_slots
 from rlfocal.replay.sumtree import descend_stratified_lanes, set_priorities_from_errors_lanes
+
+if TYPE_CHECKING:
+    from rlfocal.replay.device_storage import DeviceStorage
 
 _STEP_FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated", "truncated")
 
@@ -42,6 +48,7 @@ class LaneReplay:
             raise ValueError("LaneReplay needs at least one buffer (one per seed), got none")
         self.lanes = list(buffers)
         self.num_seeds = len(self.lanes)
+        self.device_storage: DeviceStorage | None = None  # S > 1 with a storage device: every lane's, stacked
         if self.num_seeds > 1:
             self._stack_lanes()
 
@@ -64,6 +71,16 @@ class LaneReplay:
         self._slot_offset = np.arange(s)[:, None] * c  # lane k's slot i is row k * capacity + i of the stacks
         if storages[0].frame_stack > 1:
             self._frame_offset = np.arange(s)[:, None, None, None] * storages[0].frame_capacity
+        devices = {None if b.device_storage is None else b.device_storage.device for b in self.lanes}
+        if len(devices) > 1:
+            raise ValueError(f"lanes need one storage device: got {', '.join(sorted(map(str, devices)))}")
+        device = devices.pop()
+        if device is not None:  # replaces the lanes' own copies: what they hold is sent from the host at the first sync
+            from rlfocal.replay.device_storage import DeviceStorage
+
+            self.device_storage = DeviceStorage(storages, self._rows, device)
+            for k, buffer in enumerate(self.lanes):
+                buffer.device_storage, buffer.device_lane = self.device_storage, k
         if isinstance(self._samplers[0], PrioritizedSampler):
             trees = [sampler.tree for sampler in self._samplers]
             self._nodes = _stack([tree._nodes for tree in trees], "sum tree")
@@ -83,6 +100,11 @@ class LaneReplay:
     def nbytes(self) -> int:
         """Bytes allocated by all lanes together."""
         return sum(buffer.nbytes for buffer in self.lanes)
+
+    @property
+    def device_nbytes(self) -> int:
+        """Bytes of all lanes' device copies of their storage (0 without a storage device)."""
+        return sum(buffer.device_nbytes for buffer in self.lanes)
 
     def _check_lanes(self, arrays: tuple, names: tuple[str, ...]) -> None:
         """Every array's leading axis is the lane axis (each lane checks the rest itself)."""
@@ -111,9 +133,13 @@ class LaneReplay:
         if self.num_seeds == 1:
             # one lane: the buffer's own path (pinned, non-blocking transfers on CUDA), seen with a lane axis
             return OneLaneBatch(self.lanes[0].sample_torch(batch_size, device))
+        if self.device_storage is not None:
+            self.device_storage.check_device(device)
         smallest = min(self.lanes, key=len)
         smallest.check_batch_size(batch_size)  # the smallest lane fails first if any does
         slots, weights = self._draw(int(batch_size))
+        if self.device_storage is not None:
+            return Batch(**self.device_storage.batch(slots, weights))
         return Batch(indices=slots, weights=weights, **self._gather(slots)).to_torch(device)
 
     def _draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:

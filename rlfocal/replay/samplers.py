@@ -8,6 +8,7 @@ applied in exactly one place). Each sampler sits beside the config dataclass tha
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -251,6 +252,12 @@ class SamplerConfig:
         "write TD errors back one update late, with no device sync per update: true, false, auto (on CUDA)",
         choices=(False, True, "auto"),
     )
+    storage_device: str | None = param(
+        None,
+        "where the arrays a batch is gathered from live: null (host memory), or the learner's device (cpu, cuda, "
+        "cuda:N), which then holds a second copy of them",
+        nullable=True,
+    )
     prioritized: ClassVar[bool] = False  # whether TD errors go back to the sampler
 
     def __post_init__(self) -> None:
@@ -258,6 +265,9 @@ class SamplerConfig:
         if self.name != expected:
             fail("replay.name", self.name, f"{expected!r} for this sampler: choose another with replay=NAME")
         check_fields(self, "replay")
+        device = self.storage_device
+        if device is not None and not (device in ("cpu", "cuda") or re.fullmatch(r"cuda:\d+", str(device))):
+            fail("replay.storage_device", device, "one of null (host memory), cpu, cuda, cuda:N")
 
     def build(self, capacity: int, total_updates: int) -> Sampler:
         """The sampler over ``capacity`` slots for a run of ``total_updates`` gradient steps."""
