@@ -258,6 +258,18 @@ class DQN:
         self.q_net.load_state_dict(state["q_net"])
         self.target_net.load_state_dict(state["target_net"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for p in self.params:  # Adam's state in its parameter's memory layout (see ``_match_layout``)
+            for key, value in self.optimizer.state.get(p, {}).items():
+                self.optimizer.state[p][key] = _match_layout(value, p)
         rng_states = state["rng"] if self.num_seeds > 1 else [state["rng"]]
         for rng, rng_state in zip(self.rngs, rng_states, strict=True):
             rng.bit_generator.state = rng_state
+
+
+def _match_layout(value, param: torch.Tensor):
+    """``value`` with ``param``'s strides when it is a tensor of its shape. The fused Adam kernel walks a parameter
+    and its state in memory order, so a state tensor laid out otherwise (a checkpoint's contiguous copy of a one-hot
+    lane table that is stored transposed) would pair the wrong elements, silently."""
+    if not isinstance(value, torch.Tensor) or value.shape != param.shape or value.stride() == param.stride():
+        return value
+    return torch.empty_like(param).copy_(value)

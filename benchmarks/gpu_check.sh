@@ -5,7 +5,8 @@
 #   1. nvidia-smi's GPU line and torch's view of the device;
 #   2. pytest tests/test_cuda.py, then every CUDA test (`-k cuda` over the test files that mention cuda);
 #   3. CUDA training smokes, PER + focal, 5k steps: MinAtar Breakout and Atari Pong (python -m rlfocal.train);
-#   4. the Atari throughput cells: rlfocal uniform vs PER, b32, 1 and 8 envs, 1M replay (agent steps/s, updates/s,
+#   4. many seeds in one process: MinAtar Breakout PER, 256 seeds in lockstep against one (seed-steps/s);
+#   5. the Atari throughput cells: rlfocal uniform vs PER, b32, 1 and 8 envs, 1M replay (agent steps/s, updates/s,
 #      peak GPU memory; benchmarks/atari_throughput.py).
 # It writes OUT_DIR/summary.json (one entry per step: ok | failed | timeout | skipped, with why), OUT_DIR/gpu_check.log
 # (everything the steps printed), the pytest JUnit XML, the smoke runs' directories and atari_throughput.json.
@@ -56,10 +57,12 @@ T0=$SECONDS
 if ((DRY)); then
   DEVICE=cpu
   SMOKE=(total_steps=150 agent.learning_starts=100 replay.capacity=1000 logger.log_every=50)
+  SEEDS=(1 4) MANY=(total_steps=150 agent.learning_starts=100 replay.capacity=200 logger.log_every=50)
   CELLS=(--contenders rlfocal-per --num-envs 1 --steps 32 --learning-starts 64 --capacity 1000)
 else
   DEVICE=cuda
   SMOKE=(total_steps=5000 agent.learning_starts=1000 replay.capacity=100000 logger.log_every=1000)
+  SEEDS=(1 256) MANY=(total_steps=3000 agent.learning_starts=1000 replay.capacity=3000 logger.log_every=1000)
   CELLS=(--contenders rlfocal-uniform,rlfocal-per --num-envs 1,8 --steps 8000 --learning-starts 2000 --capacity 1000000)
 fi
 
@@ -132,14 +135,24 @@ else
   skip train_atari "ale-py or opencv-python-headless is not installed"
 fi
 
-# 4. Atari throughput cells
+# 4. many seeds in one process (issue 12): MinAtar Breakout PER, S seeds in lockstep against one seed alone
+if have minatar; then
+  for s in "${SEEDS[@]}"; do
+    step "many_seeds_$s" 45 "$PY" -m rlfocal.train env=minatar/breakout replay=per "num_seeds=$s" "device=$DEVICE" \
+      "${MANY[@]}" gauge.every=0 eval_every=0 eval_episodes=1 checkpoint_every=1000000 logger=csv progress=false \
+      "hydra.run.dir=$OUT/many_seeds_$s"
+  done
+else
+  skip many_seeds "minatar is not installed"
+fi
+
+# 5. Atari throughput cells
 if have ale_py && have cv2 && have psutil; then
   step atari_throughput 200 "$PY" benchmarks/atari_throughput.py --device "$DEVICE" --games pong --variants b32 \
     --repeats 1 "${CELLS[@]}" --out "$OUT/atari_throughput.json"
 else
   skip atari_throughput "ale-py, opencv-python-headless or psutil is not installed"
 fi
-skip many_seeds "no many-seeds benchmark in benchmarks/ yet (issue 9)"
 
 # summary
 "$PY" - "$OUT" "$DRY" "$((SECONDS - T0))" <<'EOF'
@@ -180,6 +193,18 @@ if (out / "atari_throughput.json").exists():
     for s in steps:  # the benchmark exits 0 when a cell fails; the check does not
         if s["name"] == "atari_throughput" and failed and s["status"] == "ok":
             s.update(status="failed", why=f"{len(failed)} of {len(cells)} cells failed: {failed[0]['error']}")
+many = {}  # seed-steps/s = S x the batch's env steps/s (every seed steps in lockstep)
+for run_dir in sorted(out.glob("many_seeds_*")):
+    seeds = int(run_dir.name.rsplit("_", 1)[1])
+    result = run_dir / ("seed_0" if seeds > 1 else "") / "summary.json"
+    if result.exists():
+        sps = json.loads(result.read_text())["sps"]
+        many[seeds] = {"num_seeds": seeds, "env_steps_per_s": sps, "seed_steps_per_s": seeds * sps}
+if many:
+    one = many.get(1, {}).get("seed_steps_per_s")
+    for cell in many.values():
+        cell["x_one_seed"] = cell["seed_steps_per_s"] / one if one else None
+    summary["many_seeds"] = list(many.values())
 (out / "summary.json").write_text(json.dumps(summary, indent=2))
 print(json.dumps(summary, indent=2))
 bad = [s["name"] for s in steps if s["status"] in ("failed", "timeout")]

@@ -27,6 +27,7 @@ MUTABLE_KEYS: tuple[str, ...] = (
     "total_steps",
     "device",
     "replay.storage_device",
+    "agent.one_hot_input",
     "resume",
     "progress",
     "checkpoint_every",
@@ -36,7 +37,8 @@ MUTABLE_KEYS: tuple[str, ...] = (
     "logger.*",
     "hydra.*",
 )
-"""Config keys (``fnmatch`` patterns over dotted keys) a resume may change: budget, logging, hardware, cadence."""
+"""Config keys (``fnmatch`` patterns over dotted keys) a resume may change: budget, logging, hardware, cadence, and
+settings that change float rounding only (``agent.one_hot_input``)."""
 
 _NUMPY = "__numpy__"  # tag of an encoded numpy array or scalar
 

@@ -28,6 +28,7 @@ FREE_KEYS = frozenset(
         "num_seeds",
         "replay.deferred",
         "replay.storage_device",
+        "agent.one_hot_input",
     }
 )
 FREE_PREFIXES = ("logger.", "hydra.")

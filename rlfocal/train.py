@@ -368,6 +368,9 @@ def main(cfg: DictConfig) -> float:
     command = " ".join(["python -m rlfocal.train", *overrides])
     try:
         summary = run(config, run_dir, OmegaConf.to_container(cfg, resolve=True), command)
+    except ConfigError as err:  # found while building the run (e.g. replay.storage_device against device)
+        print(f"config error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     except (CheckpointError, RunDirLocked, MissingExtra) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -219,6 +219,30 @@ def test_one_hot_lanes_match_their_twins(dueling):
     _run_in_lockstep(lanes, twins, steps=20, obs_shape=(9,), one_hot=True)
 
 
+@pytest.mark.parametrize("contiguous", [False, True])
+def test_one_hot_lanes_resume_exactly(contiguous):
+    """The one-hot table is stored transposed; a checkpoint's Adam state must come back in that layout, even when it
+    was saved contiguous (fused Adam pairs elements by memory order: a mismatch corrupts the update silently)."""
+    lanes, _ = _agents(obs_shape=(9,), one_hot=True)
+    rng = np.random.default_rng(8)
+    batches = [_stack(_batches(rng, 4, (9,), one_hot=True)) for _ in range(6)]
+    for batch in batches[:3]:
+        lanes.learn_lanes(batch)
+    state = lanes.state_dict()
+    if contiguous:  # new dicts: the state dict's inner ones are the optimizer's own
+        optimizer = state["optimizer"]
+        packed = {i: {k: v.contiguous() for k, v in s.items()} for i, s in optimizer["state"].items()}
+        state = {**state, "optimizer": {**optimizer, "state": packed}}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    restored, _ = _agents(obs_shape=(9,), one_hot=True, seeds=[11, 12, 13, 14])
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    for batch in batches[3:]:
+        assert torch.equal(restored.learn_lanes(batch).td_errors, lanes.learn_lanes(batch).td_errors)
+    assert all(torch.equal(p, q) for p, q in zip(restored.params, lanes.params, strict=True))
+
+
 @pytest.mark.parametrize("lanes", [1, 3])
 def test_one_hot_first_layer_is_the_dense_layer(lanes):
     """Same parameters, same one-hot inputs (all-zero rows too): the lookup's Q-values are the matmul's bit for bit

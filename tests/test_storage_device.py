@@ -195,8 +195,8 @@ def test_wrong_device_or_mixed_lanes_fail_naming_them():
     buffer.add(np.zeros(3, np.float32), 0, 0.0, np.zeros(3, np.float32), True, False)
     with pytest.raises(ValueError, match="stores its transitions on cpu: sample them there, not on meta"):
         buffer.sample_torch(1, "meta")
-    with pytest.raises(ValueError, match="storage_device must be a cpu or cuda device, got meta"):
-        DeviceStorage.of(buffer.storage, "meta")
+    with pytest.raises(ValueError, match="storage_device must be a cpu or cuda device, got xpu"):
+        DeviceStorage.of(buffer.storage, "xpu")
     with pytest.raises(ValueError, match="lanes need one storage device: got None, cpu"):
         LaneReplay([make("uniform"), make("uniform", "cpu")])
 
@@ -354,9 +354,14 @@ def test_a_bad_storage_device_fails_the_entry_point_in_one_line(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
-def test_cuda_storage_without_cuda_fails_at_build():
+def test_cuda_storage_without_cuda_fails_at_build(tmp_path):
     with pytest.raises(ConfigError, match=r"replay.storage_device='cuda' is not allowed: CUDA is not available here"):
         make_replay(replay_cfg("replay.storage_device=cuda", "device=cpu"), (4,), np.float32, 10)
+    cmd = [sys.executable, "-m", "rlfocal.train", "replay.storage_device=cuda", "device=cpu", "logger=none",
+           f"hydra.run.dir={tmp_path}"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith("config error: replay.storage_device='cuda' is not allowed: CUDA is not")
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ class DeviceStorage:
 
     def __init__(self, storages: list[TransitionStorage], arrays: dict[str, np.ndarray], device) -> None:
         device = torch.device(device)
-        if device.type not in ("cpu", "cuda"):
+        if device.type not in ("cpu", "cuda", "meta"):  # meta: shapes only (benchmarks/host_side.py)
             raise ValueError(f"storage_device must be a cpu or cuda device, got {device}")
         self.device = device
         self.storages = storages
@@ -156,8 +156,8 @@ class DeviceStorage:
         ``array`` may change at once. A copy straight out of pageable memory waits for the stream to drain
         (``non_blocking=False`` synchronises it): kept for ``blocking`` copies, too large to pin."""
         tensor = torch.from_numpy(array)
-        if self.device.type == "cpu":
-            return tensor  # the caller's write copies it at once
+        if self.device.type != "cuda":
+            return tensor.to(self.device)  # CPU: the array itself (the caller's write copies it at once)
         if blocking:
             return tensor.to(self.device)
         return tensor.pin_memory().to(self.device, non_blocking=True)
