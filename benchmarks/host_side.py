@@ -1,0 +1,262 @@
+"""Host-side work of an Atari PER agent step, before and after the GPU-path options (issue 13's CPU target).
+
+What a GPU run cannot hide is the learner thread's own work: Python, numpy, the env steps it runs itself, and the
+launch of every torch operation. This benchmark runs the loop of ``rlfocal.train`` for Atari PER (Nature CNN, batch
+32 every 4 agent steps, 8 environments, 1M-transition replay, target copy every 1,000 steps) on a CPU machine with
+every learner tensor on torch's ``meta`` device, where an operation computes nothing, and measures
+``time.thread_time()`` of the learner thread per agent step (wall time beside it), split by component:
+
+- ``env``, ``add``, ``sample``, ``write_back``: the replay and environment work around the network, measured. Their
+  sum is the **host work** compared before and after (``sample`` after the change includes its device operations'
+  dispatch on meta: conservative, a meta dispatch costs about what a CUDA launch does or more).
+- ``act``, ``learn``: the network's forward, backward and optimizer, the same code on both sides. Meta kernels are
+  partly Python, so their time says nothing about CUDA; the JSON gives instead the aten operations dispatched per
+  agent step (an upper bound on kernel launches), and the table the host work with them priced at 5 and 10 µs each.
+
+- ``before``: the step as it ran before these options: ``env.vector_mode=serial`` (the 8 ALE emulators stepped in
+  this thread), replay storage on the host (every batch gathered on the host, then one copy per field),
+  ``replay.deferred=false`` (priorities written back at once).
+- ``after``: ``env.vector_mode=async env.overlap=true`` (a worker process per emulator, stepping while the learner
+  learns), ``replay.storage_device`` = the learner's device (each env step's rows copied there, batches gathered
+  there: two small copies per batch), ``replay.deferred=true``.
+
+Stand-ins, the same on both sides: the actions are drawn at random (meta tensors hold no values); TD errors for the
+write-back are drawn on the host; Adam is one ``torch._foreach_add_`` (fused Adam is one launch on CUDA and refuses
+meta tensors). Not counted: waiting (a blocking ``.cpu()`` costs the learner wall time on a GPU, not work) and the
+GPU's own time. Rounds alternate the two configurations; figures are the median over rounds, with the range.
+
+    python benchmarks/host_side.py                 # 3 rounds, ~5 minutes on 2 cores
+    python benchmarks/host_side.py --quick         # CI smoke: tiny, figures mean nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agents.dqn import DQN  # noqa: E402
+from agents.networks import make_network  # noqa: E402
+from rlfocal import losses  # noqa: E402
+from rlfocal.envs.vector import make_vec_env  # noqa: E402
+from rlfocal.replay import PrioritizedSampler, ReplayBuffer, TransitionStorage  # noqa: E402
+from rlfocal.replay.deferred import DeferredPriorities  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+CONFIGS = {
+    "before": {"vector_mode": "serial", "overlap": False, "storage_device": None, "deferred": False},
+    "after": {"vector_mode": "async", "overlap": True, "storage_device": "meta", "deferred": True},
+}
+PARTS = ("act", "env", "add", "sample", "learn", "write_back")
+HOST_PARTS = ("env", "add", "sample", "write_back")  # the work around the network, compared before and after
+LAUNCH_US = (5, 10)  # prices of one kernel launch for the table's estimates
+BATCH, TRAIN_FREQ, TARGET_PERIOD = 32, 4, 1000
+META = torch.device("meta")
+
+
+def build(cfg: dict, args: argparse.Namespace):
+    """Environments, replay and learner of one configuration (learner and device storage on meta)."""
+    envs = make_vec_env(args.game, 0, args.num_envs, mode=cfg["vector_mode"])
+    obs_shape = envs.single_observation_space.shape
+    storage = TransitionStorage(args.capacity, obs_shape, np.uint8, frame_stack=obs_shape[0])
+    sampler = PrioritizedSampler(storage.capacity, 0.6, 0.4, 1e-6, beta_steps=10**6)
+    buffer = ReplayBuffer(storage, sampler, 0, storage_device=cfg["storage_device"] and META)
+    num_actions = int(envs.single_action_space.n)
+    agent = DQN(make_network("nature", obs_shape, num_actions), num_actions, losses.huber, device=META)
+    agent.optimizer.step = torch.no_grad()(lambda: torch._foreach_add_(agent.params, 1e-3))  # one launch, as fused Adam
+    deferred = DeferredPriorities(buffer) if cfg["deferred"] else None
+    return envs, buffer, agent, deferred, num_actions
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the aten operations dispatched inside it (each at most one kernel launch on CUDA)."""
+
+    ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def network_ops(agent: DQN, buffer: ReplayBuffer, obs: np.ndarray, num_envs: int) -> float:
+    """Aten operations per agent step of the network: one forward to act per iteration, one update per 4 steps."""
+    with OpCounter() as act, torch.inference_mode():
+        agent.q_net(torch.as_tensor(obs).to(META)).argmax(dim=1)
+    batch = buffer.sample_torch(BATCH, META)
+    with OpCounter() as learn:
+        agent.learn(batch)
+    return act.ops / num_envs + learn.ops / TRAIN_FREQ
+
+
+def run(cfg: dict, args: argparse.Namespace, rng: np.random.Generator) -> dict:
+    """Fill the replay with ``args.warmup`` random steps, then time ``args.steps`` agent steps of training."""
+    envs, buffer, agent, deferred, num_actions = build(cfg, args)
+    n = args.num_envs
+    env_ids = np.arange(n)
+    obs = envs.reset(seed=0)
+    step, clock = 0, dict.fromkeys(PARTS, 0.0)
+
+    def timed(part: str, fn, *a):
+        t0 = time.thread_time()
+        out = fn(*a)
+        clock[part] += time.thread_time() - t0
+        return out
+
+    def learn() -> None:
+        for _ in range(n // TRAIN_FREQ):
+            batch = timed("sample", buffer.sample_torch, BATCH, META)
+            timed("learn", agent.learn, batch)
+            td = rng.standard_normal(BATCH).astype(np.float32)  # the TD errors a GPU would send back
+            if deferred is None:
+                timed("write_back", buffer.update_priorities, batch.indices, td)
+            else:
+                timed("write_back", deferred.push, batch.indices, torch.from_numpy(td))
+
+    def agent_step(measured: bool) -> np.ndarray:
+        nonlocal step
+        if measured:
+            with torch.inference_mode():
+                timed("act", lambda: agent.q_net(torch.as_tensor(obs).to(META)).argmax(dim=1))
+        actions = rng.integers(num_actions, size=n)
+        timed("env", envs.step_async, actions)
+        if measured and cfg["overlap"]:
+            learn()
+        out = timed("env", envs.step_wait)
+        timed("add", buffer.add_batch, obs, actions, out.rewards, out.next_obs, out.terminated, out.truncated,
+              env_ids)  # fmt: skip
+        if measured and not cfg["overlap"]:
+            learn()
+        step += n
+        if measured and step // TARGET_PERIOD > (step - n) // TARGET_PERIOD:
+            timed("learn", agent.update_target)
+        return out.obs
+
+    try:
+        while step < args.warmup:
+            obs = agent_step(measured=False)
+        clock = dict.fromkeys(PARTS, 0.0)
+        start, t0, cpu0 = step, time.perf_counter(), time.thread_time()
+        while step < start + args.steps:
+            obs = agent_step(measured=True)
+        wall, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
+        ops = network_ops(agent, buffer, obs, n)
+    finally:
+        envs.close()
+    agent_steps = step - start
+    host = sum(clock[part] for part in HOST_PARTS)
+    out = {
+        "agent_steps": agent_steps,
+        "host_us_per_step": 1e6 * host / agent_steps,
+        "network_ops_per_step": ops,
+        "thread_us_per_step": 1e6 * cpu / agent_steps,
+        "wall_us_per_step": 1e6 * wall / agent_steps,
+        **{f"{part}_us_per_step": 1e6 * clock[part] / agent_steps for part in PARTS},
+    }
+    for price in LAUNCH_US:
+        out[f"host_with_launches_{price}us_per_step"] = out["host_us_per_step"] + price * ops
+    return out
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
+
+
+def machine() -> dict:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())  # fmt: skip
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
+
+
+LABELS = {
+    "host_us_per_step": "**host work** (env + add + sample + write back)",
+    **{f"host_with_launches_{p}us_per_step": f"host work + network launches at {p} µs" for p in LAUNCH_US},
+    "network_ops_per_step": "network: aten ops per agent step (count)",
+    "act_us_per_step": "act on meta (not a CUDA figure)",
+    "learn_us_per_step": "learn on meta (not a CUDA figure)",
+    "wall_us_per_step": "wall on meta (not a target)",
+}
+
+
+def table(results: dict) -> str:
+    """Markdown: each component's median (range) per configuration, and before / after."""
+    keys = [
+        "host_us_per_step",
+        *(f"{p}_us_per_step" for p in HOST_PARTS),
+        *(f"host_with_launches_{p}us_per_step" for p in LAUNCH_US),
+        "network_ops_per_step",
+        "act_us_per_step",
+        "learn_us_per_step",
+        "wall_us_per_step",
+    ]
+    lines = [f"| per agent step (µs unless said) | {' | '.join(CONFIGS)} | before / after |", "|---|---:|---:|---:|"]
+    for key in keys:
+        cells = [f"{s['median']:,.1f} ({s['min']:,.1f}–{s['max']:,.1f})" for s in (results[c][key] for c in CONFIGS)]
+        before, after = results["before"][key]["median"], results["after"][key]["median"]
+        ratio = f"{before / after:.2f}x" if after > 0 else "–"
+        label = LABELS.get(key, key.removesuffix("_us_per_step").replace("_", " "))
+        lines.append(f"| {label} | {' | '.join(cells)} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--game", default="ALE/Pong-v5")
+    parser.add_argument("--num-envs", type=int, default=8)
+    parser.add_argument("--capacity", type=int, default=1_000_000)
+    parser.add_argument("--warmup", type=int, default=10_000, help="random agent steps before timing")
+    parser.add_argument("--steps", type=int, default=4_000, help="timed agent steps per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="CI smoke: 1 round, a few hundred steps")
+    parser.add_argument("--out", type=Path, default=RESULTS / "host_side.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.capacity, args.warmup, args.steps, args.rounds = 2_000, 200, 160, 1
+    torch.set_num_threads(1)
+    raw: dict[str, list[dict]] = {name: [] for name in CONFIGS}
+    t_start = time.perf_counter()
+    for r in range(args.rounds):
+        order = list(CONFIGS) if r % 2 == 0 else list(reversed(CONFIGS))
+        for name in order:
+            result = run(CONFIGS[name], args, np.random.default_rng(r))
+            raw[name].append(result)
+            print(f"round {r + 1}/{args.rounds} {name:6s} host work {result['host_us_per_step']:8.1f} µs/step, "
+                  f"network {result['network_ops_per_step']:.0f} ops/step", flush=True)  # fmt: skip
+    results = {name: {key: summary([r[key] for r in runs]) for key in runs[0]} for name, runs in raw.items()}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    doc = {
+        "benchmark": "host_side",
+        "commit": commit.stdout.strip(),
+        "machine": machine(),
+        "loadavg_end": list(os.getloadavg()),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "configs": CONFIGS,
+        "total_wall_s": time.perf_counter() - t_start,
+        "results": results,
+        "host_reduction": {
+            key: results["before"][key]["median"] / results["after"][key]["median"]
+            for key in ("host_us_per_step", *(f"host_with_launches_{p}us_per_step" for p in LAUNCH_US))
+        },
+        "table_markdown": table(results),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=1))
+    print("\n" + doc["table_markdown"])
+    ratios = ", ".join(f"{k.removesuffix('_per_step')} {v:.2f}x" for k, v in doc["host_reduction"].items())
+    print(f"host-side work per agent step, before / after (target >= 2x): {ratios}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
