@@ -17,26 +17,25 @@ def _linears(sizes: list[int]) -> nn.ModuleList:
     return nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=False))
 
 
-def _linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    """``F.linear``; for a layer whose parameters are stacked lanes (``agents.lanes``: weight ``[S, out, in]``), each
-    lane's inputs ``[S, B, in]`` through its own slice, in one batched matmul."""
-    if layer.weight.dim() == 2:
-        return F.linear(x, layer.weight, layer.bias)
-    return torch.baddbmm(layer.bias.unsqueeze(-2), x, layer.weight.transpose(-1, -2))
+def _lane_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``F.linear`` of stacked lanes (``agents.lanes``: weight ``[S, out, in]``): each lane's inputs ``[S, B, in]``
+    through its own slice, in one batched matmul."""
+    return torch.baddbmm(bias.unsqueeze(-2), x, weight.transpose(-1, -2))
 
 
 def _relu_layers(x: torch.Tensor, layers: nn.ModuleList, relu_last: bool) -> torch.Tensor:
     """Linear layers with ReLUs between them, applied as functions: for nets this small, calling each layer as a
     module (hooks, dispatch) costs more than its matmul, and acting calls the net once per environment step."""
     for i, layer in enumerate(layers):
-        x = _linear(x, layer)
+        weight = layer.weight
+        x = F.linear(x, weight, layer.bias) if weight.dim() == 2 else _lane_linear(x, weight, layer.bias)
         if relu_last or i < len(layers) - 1:
             x = torch.relu(x)
     return x
 
 
 def _one_hot_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    """``_linear`` for one-hot rows (0/1 with at most one 1, as DeepSea's and Cliffwalk's observations): the 1's
+    """``F.linear`` for one-hot rows (0/1 with at most one 1, as DeepSea's and Cliffwalk's observations): the 1's
     weight column plus the bias (the bias alone for an all-zero row). An embedding lookup instead of a matmul, with
     the matmul's float result (one exact product; the zeros add nothing); the weight gradient sums the same products
     in another order. The 1's position comes from ``x @ [0, 1, ..., in − 1]``, exact in float32 and ~10x faster on
