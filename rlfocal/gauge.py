@@ -160,7 +160,7 @@ class LaneView:
 
     def td_errors(self, batch, *, eager: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """The lane's ``td_error`` on batch fields ``[B, ...]``: the stacked modules called with one lane's slices
-        run the single network's forward. ``eager`` is accepted as ``DQN.td_errors`` takes it (lanes never compile)."""
+        run the single network's forward, always eagerly (``eager`` is accepted as ``DQN.td_errors`` takes it)."""
         a = self._agent
         online = partial(functional_call, a.q_net, self._online)
         target_net = partial(functional_call, a.target_net, self._target)

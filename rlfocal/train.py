@@ -147,8 +147,8 @@ def stop_lanes(r: Run, lanes: list[int]) -> None:
         print(f"seed {r.lanes[k].seed}: loss became NaN/inf at step {step:,}; that seed stops, the others go on")
 
 
-def metrics_row(r: Run, k: int, step: int, epsilon: float, last) -> dict[str, float]:
-    """Seed lane k's row of ``metrics.csv``: its window, last gradient step, sampler and, when due, the gauge."""
+def metrics_row(r: Run, k: int, step: int, epsilon: float, last, gauge: bool) -> dict[str, float]:
+    """Seed lane k's row of ``metrics.csv``: its window, last gradient step, sampler and (``gauge``) the gauge."""
     c = r.counters
     row = {
         "global_step": step,
@@ -165,12 +165,23 @@ def metrics_row(r: Run, k: int, step: int, epsilon: float, last) -> dict[str, fl
         row["losses/td_abs"] = float(out.td_errors[k].abs().mean())
         row["replay/is_weight_min"] = float(weights[k].min())
     row |= prefixed("replay", r.buffer.lanes[k].stats())
-    if r.cfg.gauge.every and c.updates - c.gauge_updates >= r.cfg.gauge.every:
-        flush_priorities(r)
+    if gauge:
         row |= prefixed("gauge", r.gauge[k](r.agent))
-        if k == r.live()[-1]:  # train logs every live lane at this update, in order: the last one moves the counter
-            c.gauge_updates = c.updates
     return row
+
+
+def log_rows(r: Run, step: int, epsilon: float, last) -> None:
+    """One ``metrics.csv`` row per live seed lane; every lane reads the gauge at the same update when it is due
+    (priorities flushed first, so a lane whose pending write-back stops it logs no row)."""
+    c = r.counters
+    check_finite(r)
+    gauge = bool(r.cfg.gauge.every) and c.updates - c.gauge_updates >= r.cfg.gauge.every
+    if gauge:
+        flush_priorities(r)
+    for k in r.live():
+        r.lanes[k].log.write(metrics_row(r, k, step, epsilon, last, gauge))
+    if gauge:
+        c.gauge_updates = c.updates
 
 
 def checkpoint(r: Run) -> None:
@@ -244,9 +255,7 @@ def train(r: Run) -> None:
             for lane, result in zip(r.lanes, results, strict=True):
                 lane.window.eval = result
         if crossed(prev, step, cfg.logger.log_every) or done:
-            check_finite(r)
-            for k in r.live():
-                r.lanes[k].log.write(metrics_row(r, k, step, epsilon, last))
+            log_rows(r, step, epsilon, last)
         if crossed(prev, step, cfg.checkpoint_every) or done:
             checkpoint(r)
 
