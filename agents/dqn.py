@@ -123,11 +123,14 @@ class DQN:
             self.rng = self.rngs[0]
         numpy_forward = getattr(self.q_net, "numpy_forward", None)
         self._numpy_q = numpy_forward(lanes=lanes) if numpy_forward and self.device.type == "cpu" else None
-        if lanes:
-            self.nonfinite_lanes = torch.zeros(self.num_seeds, dtype=torch.bool, device=self.device)  # sticky
-        else:
-            self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)  # sticky: a loss was NaN/inf
-            self.nonfinite_lanes = self.nonfinite.view(1)
+        # each lane's losses summed in float64 (float32 losses cannot overflow it): the sum is finite exactly while
+        # every loss so far was, which an update checks with one kernel and no sync (isfinite and |= take five)
+        self._loss_sums = torch.zeros(self.num_seeds, dtype=torch.float64, device=self.device)
+
+    @property
+    def nonfinite_lanes(self) -> torch.Tensor:
+        """``[S]`` bool, sticky: lane k's loss was NaN/inf at some update since this agent was made (on the device)."""
+        return ~torch.isfinite(self._loss_sums)
 
     def act(
         self, obs: np.ndarray, epsilon: float, rng: np.random.Generator | None = None, q: np.ndarray | None = None
@@ -219,7 +222,7 @@ class DQN:
         td, q_sa = self.td_errors(batch)
         loss = (batch.weights * self.td_loss(td)).mean()
         self._step(loss, lanes=False)
-        self.nonfinite |= ~torch.isfinite(loss.detach())
+        self._loss_sums += loss.detach()
         return LearnOutput(loss=loss.detach(), td_errors=td.detach(), q_mean=q_sa.detach().mean())
 
     def learn_lanes(self, batch) -> LearnOutput:
@@ -232,7 +235,7 @@ class DQN:
         td, q_sa = self.td_errors_lanes(batch)
         loss = (batch.weights * self.td_loss(td)).mean(dim=1)  # [S]
         self._step(loss.sum(), lanes=True)
-        self.nonfinite_lanes |= ~torch.isfinite(loss.detach())
+        self._loss_sums += loss.detach()
         return LearnOutput(loss=loss.detach(), td_errors=td.detach(), q_mean=q_sa.detach().mean(dim=1))
 
     @torch.no_grad()

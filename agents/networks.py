@@ -189,7 +189,7 @@ class NatureCNN(nn.Module):
         self.head = QHead(features, num_actions, 512, dueling)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.head(self.torso(obs.float() / 255.0))
+        return self.head(self.torso(torch.div(obs, 255.0)))  # uint8 -> float32 / 255 in one kernel, as .float() / 255
 
 
 NETWORKS = {"mlp": MLP, "minatar": MinAtarCNN, "nature": NatureCNN}
