@@ -10,8 +10,8 @@ every learner tensor on torch's ``meta`` device, where an operation computes not
   sum is the **host work** compared before and after (``sample`` after the change includes its device operations'
   dispatch on meta: conservative, a meta dispatch costs about what a CUDA launch does or more).
 - ``act``, ``learn``: the network's forward, backward and optimizer, the same code on both sides. Meta kernels are
-  partly Python, so their time says nothing about CUDA; the JSON gives instead the aten operations dispatched per
-  agent step (an upper bound on kernel launches), and the table the host work with them priced at 5 and 10 µs each.
+  partly Python, so their time says nothing about CUDA; the JSON gives instead the aten operations per agent step
+  that launch a kernel on CUDA (views excluded), and the table the host work with them priced at 5 and 10 µs each.
 
 - ``before``: the step as it ran before these options: ``env.vector_mode=serial`` (the 8 ALE emulators stepped in
   this thread), replay storage on the host (every batch gathered on the host, then one copy per field),
@@ -82,17 +82,19 @@ def build(cfg: dict, args: argparse.Namespace):
 
 
 class OpCounter(TorchDispatchMode):
-    """Counts the aten operations dispatched inside it (each at most one kernel launch on CUDA)."""
+    """Counts the aten operations dispatched inside it that launch a kernel on CUDA: all but views (``detach``,
+    ``t``, ``view``, ...), which only make new tensor metadata."""
 
     ops = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops += 1
+        self.ops += not func.is_view
         return func(*args, **(kwargs or {}))
 
 
 def network_ops(agent: DQN, buffer: ReplayBuffer, obs: np.ndarray, num_envs: int) -> float:
-    """Aten operations per agent step of the network: one forward to act per iteration, one update per 4 steps."""
+    """Kernel-launching aten operations per agent step of the network: one forward to act per iteration, one update
+    per 4 steps."""
     with OpCounter() as act, torch.inference_mode():
         agent.q_net(torch.as_tensor(obs).to(META)).argmax(dim=1)
     batch = buffer.sample_torch(BATCH, META)
@@ -183,7 +185,7 @@ def machine() -> dict:
 LABELS = {
     "host_us_per_step": "**host work** (env + add + sample + write back)",
     **{f"host_with_launches_{p}us_per_step": f"host work + network launches at {p} µs" for p in LAUNCH_US},
-    "network_ops_per_step": "network: aten ops per agent step (count)",
+    "network_ops_per_step": "network: kernel launches per agent step (count)",
     "act_us_per_step": "act on meta (not a CUDA figure)",
     "learn_us_per_step": "learn on meta (not a CUDA figure)",
     "wall_us_per_step": "wall on meta (not a target)",
