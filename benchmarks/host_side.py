@@ -19,6 +19,9 @@ every learner tensor on torch's ``meta`` device, where an operation computes not
 - ``after``: ``env.vector_mode=async env.overlap=true`` (a worker process per emulator, stepping while the learner
   learns), ``replay.storage_device`` = the learner's device (each env step's rows copied there, batches gathered
   there: two small copies per batch), ``replay.deferred=true``.
+- ``after_no_overlap``: the same with ``env.overlap=false``. On a 2-core machine the 8 emulators of ``after`` run on
+  the learner's cores while it learns, and the learner's own work costs more CPU time there (cold caches); this
+  column shows that work without the contention, which a GPU host with cores to spare would not have.
 
 Stand-ins, the same on both sides: the actions are drawn at random (meta tensors hold no values); TD errors for the
 write-back are drawn on the host; Adam is one ``torch._foreach_add_`` (fused Adam is one launch on CUDA and refuses
@@ -59,6 +62,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 CONFIGS = {
     "before": {"vector_mode": "serial", "overlap": False, "storage_device": None, "deferred": False},
     "after": {"vector_mode": "async", "overlap": True, "storage_device": "meta", "deferred": True},
+    # the same without overlap: the learner works while the emulators wait, so on 2 cores they do not compete
+    "after_no_overlap": {"vector_mode": "async", "overlap": False, "storage_device": "meta", "deferred": True},
 }
 PARTS = ("act", "env", "add", "sample", "learn", "write_back")
 HOST_PARTS = ("env", "add", "sample", "write_back")  # the work around the network, compared before and after
@@ -203,7 +208,9 @@ def table(results: dict) -> str:
         "learn_us_per_step",
         "wall_us_per_step",
     ]
-    lines = [f"| per agent step (µs unless said) | {' | '.join(CONFIGS)} | before / after |", "|---|---:|---:|---:|"]
+    columns = " | ".join(name.replace("_", " ") for name in CONFIGS)
+    rule = "|---|" + "---:|" * (len(CONFIGS) + 1)
+    lines = [f"| per agent step (µs unless said) | {columns} | before / after |", rule]
     for key in keys:
         cells = [f"{s['median']:,.1f} ({s['min']:,.1f}–{s['max']:,.1f})" for s in (results[c][key] for c in CONFIGS)]
         before, after = results["before"][key]["median"], results["after"][key]["median"]
@@ -230,7 +237,7 @@ def main() -> None:
     raw: dict[str, list[dict]] = {name: [] for name in CONFIGS}
     t_start = time.perf_counter()
     for r in range(args.rounds):
-        order = list(CONFIGS) if r % 2 == 0 else list(reversed(CONFIGS))
+        order = list(CONFIGS) if r % 2 == 0 else list(reversed(CONFIGS))  # interleaved, alternating order
         for name in order:
             result = run(CONFIGS[name], args, np.random.default_rng(r))
             raw[name].append(result)
