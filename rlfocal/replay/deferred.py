@@ -16,7 +16,6 @@ class _Pending:
     """One update's write-back, waiting for its TD errors to reach the host."""
 
     slots: np.ndarray  # [S, B] int64, a host copy of the sampled indices
-    offsets: np.ndarray  # [S, B] each slot's position in its lane's stored window when sampled (0: oldest)
     starts: np.ndarray  # [S] each lane's oldest slot then
     lanes: list[int] | None  # the seed lanes to write back (None: all)
     td: torch.Tensor  # host tensor; being written until ``done`` has fired
@@ -56,9 +55,7 @@ class DeferredPriorities:
             raise ValueError(f"td_errors must be a torch.Tensor, got {type(td_errors).__name__}")
         if td_errors.numel() != slots.size:
             raise ValueError(f"td_errors has {td_errors.numel()} values for {slots.size} indices")
-        starts = np.array([lane.storage.start for lane in self.buffer.lanes])
-        offsets = (slots - starts[:, None]) % self.buffer.lanes[0].capacity
-        pending = _Pending(slots, offsets, starts, lanes, *_start_copy(td_errors))
+        pending = _Pending(slots, self._starts(), lanes, *_start_copy(td_errors))
         previous, self._pending = self._pending, pending
         return [] if previous is None else self._apply(previous)
 
@@ -67,15 +64,22 @@ class DeferredPriorities:
         pending, self._pending = self._pending, None
         return [] if pending is None else self._apply(pending)
 
+    def _starts(self) -> np.ndarray:
+        """Each lane's oldest slot now."""
+        return np.array([lane.storage.start for lane in self.buffer.lanes])
+
     def _apply(self, pending: _Pending) -> list[int]:
         if pending.done is not None:
             pending.done.synchronize()
         lanes, capacity = self.buffer.lanes, self.buffer.lanes[0].capacity
-        starts = np.array([lane.storage.start for lane in lanes])
-        evicted = (starts - pending.starts) % capacity  # [S] slots that left each lane's oldest end since sampling
-        keep = pending.offsets >= evicted[:, None]
+        evicted = (self._starts() - pending.starts) % capacity  # [S] slots gone from each lane's oldest end
         td = pending.td.numpy().reshape(pending.slots.shape)
-        if keep.all():  # the usual case: every lane's whole batch, in one write-back
+        # a slot left its lane iff its position in the stored window when sampled (0: oldest) is below that count
+        keep = None if not evicted.any() else (pending.slots - pending.starts[:, None]) % capacity >= evicted[:, None]
+        if keep is None or keep.all():  # the usual case: every lane's whole batch, in one write-back
+            if len(lanes) == 1:  # one seed: the buffer's own call (what LaneReplay makes of it, minus its checks)
+                lanes[0].update_priorities(pending.slots[0], td[0])
+                return []
             return self.buffer.update_priorities(pending.slots, td, lanes=pending.lanes)
         live = range(len(lanes)) if pending.lanes is None else pending.lanes
         nonfinite = [k for k in live if len(lanes) > 1 and not np.isfinite(td[k]).all()]
@@ -102,11 +106,10 @@ def _host_slots(indices, ndim: int) -> np.ndarray:
 
 def _start_copy(td_errors: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
     """A host copy of ``td_errors`` and, on CUDA, the event after which it holds them."""
-    with torch.no_grad():
-        if td_errors.device.type != "cuda":
-            return td_errors.detach().clone(), None
-        # a non-blocking device-to-host copy lands in pinned memory, queued on the device's current stream
-        host = td_errors.to("cpu", non_blocking=True)
+    if td_errors.device.type != "cuda":
+        return td_errors.detach().clone(), None
+    # a non-blocking device-to-host copy lands in pinned memory, queued on the device's current stream
+    host = td_errors.detach().to("cpu", non_blocking=True)
     done = torch.cuda.Event()
     done.record(torch.cuda.current_stream(td_errors.device))
     return host, done
