@@ -92,7 +92,8 @@ class DQN:
         self.num_seeds = len(nets)
         lanes = self.num_seeds > 1
         self.device = torch.device(device)
-        # S > 1: one module holding every lane's parameters [S, ...]; only the vmapped lane methods call it
+        # S > 1: one module holding every lane's parameters [S, ...]; only the lane methods call it (a lanes_native
+        # network on inputs with a lane axis, any other through vmap)
         self.q_net = (stack_modules(nets) if lanes else nets[0]).to(self.device)
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self.num_actions = num_actions

@@ -77,9 +77,6 @@ class DeferredPriorities:
         # a slot left its lane iff its position in the stored window when sampled (0: oldest) is below that count
         keep = None if not evicted.any() else (pending.slots - pending.starts[:, None]) % capacity >= evicted[:, None]
         if keep is None or keep.all():  # the usual case: every lane's whole batch, in one write-back
-            if len(lanes) == 1:  # one seed: the buffer's own call (what LaneReplay makes of it, minus its checks)
-                lanes[0].update_priorities(pending.slots[0], td[0])
-                return []
             return self.buffer.update_priorities(pending.slots, td, lanes=pending.lanes)
         live = range(len(lanes)) if pending.lanes is None else pending.lanes
         nonfinite = [k for k in live if len(lanes) > 1 and not np.isfinite(td[k]).all()]

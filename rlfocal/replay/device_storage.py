@@ -156,10 +156,8 @@ class DeviceStorage:
         ``array`` may change at once. A copy straight out of pageable memory waits for the stream to drain
         (``non_blocking=False`` synchronises it): kept for ``blocking`` copies, too large to pin."""
         tensor = torch.from_numpy(array)
-        if self.device.type != "cuda":
-            return tensor.to(self.device)  # CPU: the array itself (the caller's write copies it at once)
-        if blocking:
-            return tensor.to(self.device)
+        if blocking or self.device.type != "cuda":
+            return tensor.to(self.device)  # on CPU the array itself (the caller's write copies it at once)
         return tensor.pin_memory().to(self.device, non_blocking=True)
 
 
