@@ -21,7 +21,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.atari_throughput import machine  # noqa: E402  (versions, CPU model, memory, load)
 from rlfocal.envs.vector import make_vec_env  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -118,7 +118,7 @@ def main() -> None:
     doc = {
         "benchmark": "atari_envs",
         "commit": commit.stdout.strip(),
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "loadavg": os.getloadavg()},
+        "machine": machine(),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "results": results,
         "table_markdown": "\n".join(lines),

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -53,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from agents.dqn import DQN  # noqa: E402
 from agents.networks import make_network  # noqa: E402
+from benchmarks.atari_throughput import machine  # noqa: E402  (versions, CPU model, memory, load)
 from rlfocal import losses  # noqa: E402
 from rlfocal.envs.vector import make_vec_env  # noqa: E402
 from rlfocal.replay import PrioritizedSampler, ReplayBuffer, TransitionStorage  # noqa: E402
@@ -179,12 +179,6 @@ def run(cfg: dict, args: argparse.Namespace, rng: np.random.Generator) -> dict:
 
 def summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
-
-
-def machine() -> dict:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())  # fmt: skip
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
 
 
 LABELS = {
