@@ -46,10 +46,8 @@ def make_replay(
     )
     name, storage_device = cfg.replay.storage_device, None
     if name is not None:
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            msg = "CUDA is not available here; use replay.storage_device=null or cpu"
-            raise ConfigError(f"replay.storage_device={name!r} is not allowed: {msg}")
-        storage_device, wanted = resolve_device(cfg.device), torch.device(name)
+        wanted = resolve_device(name, "replay.storage_device", "null or cpu")
+        storage_device = resolve_device(cfg.device)
         if wanted.type != storage_device.type or wanted.index not in (None, storage_device.index):
             msg = (
                 f"batches are gathered where they are stored, so it must be the learner's device {storage_device} "
@@ -100,11 +98,13 @@ def set_determinism(deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = not deterministic
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str, key: str = "device", instead: str = "cpu or auto") -> torch.device:
+    """The torch device a setting names (``auto``: CUDA when available); a CUDA device without CUDA fails naming
+    the setting ``key`` and what to use ``instead``."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r} is not allowed: CUDA is not available here; use device=cpu or auto")
+        raise ConfigError(f"{key}={device!r} is not allowed: CUDA is not available here; use {key}={instead}")
     return torch.device(device)
 
 
