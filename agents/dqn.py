@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
@@ -25,11 +24,11 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from agents.captured import CapturedStep
 from agents.lanes import clip_grad_norm_, lane_state, stack_modules
 
 
-@dataclass
-class LearnOutput:
+class LearnOutput(NamedTuple):
     """What one gradient step reports; tensors stay on the device (no host sync in the update). ``learn_lanes``
     gives every field a leading lane axis: loss and q_mean ``[S]``, td_errors ``[S, B]``."""
 
@@ -84,6 +83,7 @@ class DQN:
         seed: int | Sequence[int] = 0,
         compile: bool = False,
         amp: bool = False,
+        capture: bool = False,
     ) -> None:
         nets = list(q_net) if isinstance(q_net, Sequence) else [q_net]
         seeds = [int(s) for s in seed] if isinstance(seed, Sequence | np.ndarray) else [seed]
@@ -114,11 +114,18 @@ class DQN:
             td_lanes = torch.compile(td_lanes) if compile else td_lanes
             self._td_lanes = lambda batch: td_lanes(online_state, target_state, batch)
             self._q_lanes = partial(torch.vmap(partial(functional_call, self.q_net)), online_state)
-        # amp: bfloat16 autocast for the update's forward passes; TD errors and losses stay float32
-        self._autocast = partial(torch.autocast, self.device.type, dtype=torch.bfloat16) if amp else nullcontext
+        # amp: bfloat16 autocast for the update's forward passes; TD errors and losses stay float32 (a graph
+        # cannot hold autocast's weight cache)
+        autocast = partial(torch.autocast, self.device.type, dtype=torch.bfloat16, cache_enabled=not capture)
+        self._autocast = autocast if amp else nullcontext
         # fused: one kernel for the whole update instead of a Python loop over parameters (2-3x faster on CPU too);
-        # Adam is elementwise, so over stacked parameters the lanes stay independent
-        self.optimizer = torch.optim.Adam(self.params, lr=lr, eps=adam_eps, fused=True)
+        # Adam is elementwise, so over stacked parameters the lanes stay independent. capturable: its step count
+        # lives on the device, as a graph needs (same numbers)
+        self.optimizer = torch.optim.Adam(self.params, lr=lr, eps=adam_eps, fused=True, capturable=capture)
+        # capture: every gradient step replayed as one CUDA graph (agents.captured; a CPU stand-in off CUDA)
+        if capture and compile:
+            raise ValueError("capture and compile cannot both be on: pick one way to cut the update's launch overhead")
+        self._captured = CapturedStep(self._learn, self.device) if capture else None
         self.rngs = [np.random.default_rng(s) for s in seeds]  # lane k explores exactly as a run of seeds[k]
         if not lanes:
             self.rng = self.rngs[0]
@@ -218,13 +225,20 @@ class DQN:
             clip_grad_norm_([p.grad for p in self.params], self.max_grad_norm, lanes)
         self.optimizer.step()
 
-    def learn(self, batch) -> LearnOutput:
-        """One gradient step on ``mean_i w_i · td_loss(δ_i)``; ``batch`` also carries the IS ``weights``."""
-        td, q_sa = self.td_errors(batch)
-        loss = (batch.weights * self.td_loss(td)).mean()
-        self._step(loss, lanes=False)
+    def _learn(self, batch: LaneBatch) -> LearnOutput:
+        """One gradient step on ``mean_i w_i · td_loss(δ_i)`` (per lane when the fields carry a lane axis)."""
+        lanes = self.num_seeds > 1
+        td, q_sa = self.td_errors_lanes(batch) if lanes else self.td_errors(batch)
+        loss = (batch.weights * self.td_loss(td)).mean(dim=-1)  # [S] with lanes, else a scalar
+        self._step(loss.sum() if lanes else loss, lanes=lanes)
         self._loss_sums += loss.detach()
-        return LearnOutput(loss=loss.detach(), td_errors=td.detach(), q_mean=q_sa.detach().mean())
+        return LearnOutput(loss=loss.detach(), td_errors=td.detach(), q_mean=q_sa.detach().mean(dim=-1))
+
+    def learn(self, batch) -> LearnOutput:
+        """One gradient step on ``mean_i w_i · td_loss(δ_i)``; ``batch`` also carries the IS ``weights``. With
+        ``capture`` the output tensors are the graph's, overwritten by the next step."""
+        batch = LaneBatch.of(batch)
+        return self._learn(batch) if self._captured is None else self._captured(batch)
 
     def learn_lanes(self, batch) -> LearnOutput:
         """One gradient step in every lane; batch fields ``[S, B, ...]``. ``td_loss`` sees all TD errors ``[S, B]``
@@ -233,11 +247,7 @@ class DQN:
             single = getattr(batch, "single", None)
             out = self.learn(single if single is not None else LaneBatch.of(batch, 0))
             return LearnOutput(loss=out.loss[None], td_errors=out.td_errors[None], q_mean=out.q_mean[None])
-        td, q_sa = self.td_errors_lanes(batch)
-        loss = (batch.weights * self.td_loss(td)).mean(dim=1)  # [S]
-        self._step(loss.sum(), lanes=True)
-        self._loss_sums += loss.detach()
-        return LearnOutput(loss=loss.detach(), td_errors=td.detach(), q_mean=q_sa.detach().mean(dim=1))
+        return self.learn(batch)
 
     @torch.no_grad()
     def update_target(self, tau: float = 1.0) -> None:
@@ -259,6 +269,8 @@ class DQN:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        if self._captured is not None:  # the optimizer's state tensors are replaced: record the graph again
+            self._captured.reset()
         self.q_net.load_state_dict(state["q_net"])
         self.target_net.load_state_dict(state["target_net"])
         self.optimizer.load_state_dict(state["optimizer"])

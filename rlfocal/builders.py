@@ -131,6 +131,7 @@ def make_agent(cfg: Config, obs_shape: tuple[int, ...], num_actions: int, device
         seed=seeds[0] if len(seeds) == 1 else seeds,
         compile=a.compile,
         amp=a.amp,
+        capture=a.capture_update,
     )
 
 

@@ -28,6 +28,7 @@ MUTABLE_KEYS: tuple[str, ...] = (
     "device",
     "replay.storage_device",
     "agent.one_hot_input",
+    "agent.capture_update",
     "resume",
     "progress",
     "checkpoint_every",
@@ -38,7 +39,7 @@ MUTABLE_KEYS: tuple[str, ...] = (
     "hydra.*",
 )
 """Config keys (``fnmatch`` patterns over dotted keys) a resume may change: budget, logging, hardware, cadence, and
-settings that change float rounding only (``agent.one_hot_input``)."""
+settings that change float rounding only (``agent.one_hot_input``) or nothing computed (``agent.capture_update``)."""
 
 _NUMPY = "__numpy__"  # tag of an encoded numpy array or scalar
 

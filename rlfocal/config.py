@@ -30,7 +30,9 @@ class EnvConfig:
     kwargs: dict[str, Any] = param(doc="extra make_env arguments (DeepSea size, Cliffwalk n)", factory=dict)
     num_envs: int = param(1, "environments stepped together, each its own n-step stream seeded seed + i", low=1)
     vector_mode: str = param(
-        "serial", "serial (in this process) or async (a subprocess each)", choices=("serial", "async")
+        "serial",
+        "serial (in this process), async (a subprocess each) or envpool (Atari: EnvPool's C++ threads; [envpool])",
+        choices=("serial", "async", "envpool"),
     )
     overlap: bool = param(
         False,
@@ -68,6 +70,9 @@ class AgentConfig:
     max_grad_norm: float | None = param(10.0, "gradient-norm clip (null: off)", low=0.0, strict=True, nullable=True)
     compile: bool = param(False, "torch.compile the update's forward passes (long GPU runs)")
     amp: bool = param(False, "bfloat16 autocast in the update's forward passes (GPU)")
+    capture_update: bool = param(
+        False, "replay each gradient step as one CUDA graph (~70 kernel launches -> 1; on CPU a checking stand-in)"
+    )
     eps_start: float = param(1.0, "ε-greedy: initial ε", low=0.0, high=1.0)
     eps_end: float = param(0.05, "ε-greedy: final ε", low=0.0, high=1.0)
     eps_fraction: float = param(0.1, "fraction of total_steps over which ε decays linearly", low=0.0, high=1.0)
@@ -148,6 +153,11 @@ class Config:
         if a.one_hot_input and (a.network not in ("auto", "mlp") or len(a.hidden) < 2):
             fail("agent.one_hot_input", True, f"it needs the MLP with two hidden layers or more, got "
                  f"agent.network={a.network} and agent.hidden={list(a.hidden)}")  # fmt: skip
+        if a.capture_update and a.compile:
+            fail("agent.capture_update", True, "not with agent.compile=true: pick one way to cut launch overhead")
+        if a.capture_update and getattr(self.loss, "tau", None) == "auto":
+            fail("agent.capture_update", True, "not with loss.tau=auto, whose running mean is read on the host each "
+                 "update (a CUDA graph cannot); give loss.tau a number")  # fmt: skip
         if self.replay.capacity < self.agent.batch_size:
             fail("replay.capacity", self.replay.capacity, f"must be >= agent.batch_size={self.agent.batch_size}")
 

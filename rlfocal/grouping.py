@@ -29,6 +29,7 @@ FREE_KEYS = frozenset(
         "replay.deferred",
         "replay.storage_device",
         "agent.one_hot_input",
+        "agent.capture_update",
     }
 )
 FREE_PREFIXES = ("logger.", "hydra.")
