@@ -3,15 +3,15 @@
 Eight ALE Pong environments under the standard DQN preprocessing (frame skip 4, max-pool, 84 x 84 grey, 4-frame
 stack, up to 30 no-op starts, sticky actions 0.25, life loss as terminal, clipped rewards) step random actions:
 ``serial`` (``rlfocal.envs.vector.SerialVecEnv``: every emulator in the learner's thread), ``async``
-(``AsyncVecEnv``: gymnasium's AsyncVectorEnv, one worker process each) and ``envpool`` (EnvPool's C++ thread pool,
-``send``/``recv``; optional, ``pip install envpool``). Per agent step: wall time, and the learner thread's CPU
-time (``time.thread_time``), which is what stepping takes from a GPU run's one Python thread. Rounds interleave the
-backends; figures are the median over rounds, with the range. EnvPool's preprocessing is its own implementation
-of the same recipe, and it resets an environment on the step after its episode ends (rlfocal's envs reset in the
-same step and hand back the final observation), so it is not yet a drop-in ``env.vector_mode``; this measures
-whether it is worth becoming one.
+(``AsyncVecEnv``: gymnasium's AsyncVectorEnv, one worker process each), ``envpool`` (EnvPool's C++ thread pool
+alone, one synchronous ``send``/``recv`` of all environments) and ``envpool_rlfocal`` (``env.vector_mode=envpool``:
+the same pool in async mode behind `rlfocal.envs.envpool_vec.EnvPoolVecEnv`, which receives one environment at a
+time to reset each in the step its episode ends). The two EnvPool cells are optional (``pip install -e
+".[envpool]"``). Per agent step: wall time, and the learner thread's CPU time (``time.thread_time``), which is what
+stepping takes from a GPU run's one Python thread. Rounds interleave the backends; figures are the median over
+rounds, with the range.
 
-    python benchmarks/atari_envs.py                # 3 rounds x 3 backends, ~2 minutes on 2 cores
+    python benchmarks/atari_envs.py                # 3 rounds x 4 backends, ~3 minutes on 2 cores
     python benchmarks/atari_envs.py --quick        # a few hundred steps
 """
 
@@ -36,10 +36,11 @@ from benchmarks.atari_throughput import machine  # noqa: E402  (versions, CPU mo
 from rlfocal.envs.vector import make_vec_env  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+RLFOCAL_MODES = {"serial": "serial", "async": "async", "envpool_rlfocal": "envpool"}  # backend: env.vector_mode
 
 
 def rlfocal_stepper(mode: str, num_envs: int):
-    """``step(actions)`` and ``close()`` of rlfocal's vector env in ``mode`` (serial or async)."""
+    """``step(actions)`` and ``close()`` of rlfocal's vector env in ``mode`` (serial, async or envpool)."""
     envs = make_vec_env("ALE/Pong-v5", 0, num_envs, mode=mode)
     envs.reset(seed=0)
 
@@ -69,9 +70,10 @@ def envpool_stepper(num_envs: int):
 
 
 def measure(backend: str, args: argparse.Namespace, rng: np.random.Generator) -> dict:
-    step, close, num_actions = (
-        envpool_stepper(args.num_envs) if backend == "envpool" else rlfocal_stepper(backend, args.num_envs)
-    )
+    if backend == "envpool":
+        step, close, num_actions = envpool_stepper(args.num_envs)
+    else:
+        step, close, num_actions = rlfocal_stepper(RLFOCAL_MODES[backend], args.num_envs)
     try:
         for _ in range(args.warmup):
             step(rng.integers(num_actions, size=args.num_envs))
@@ -96,13 +98,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.iterations, args.warmup, args.rounds = 50, 10, 1
-    backends = ["serial", "async"] + (["envpool"] if importlib.util.find_spec("envpool") else [])
+    backends = ["serial", "async"] + (["envpool", "envpool_rlfocal"] if importlib.util.find_spec("envpool") else [])
     raw: dict[str, list[dict]] = {b: [] for b in backends}
     for r in range(args.rounds):
         for backend in backends if r % 2 == 0 else backends[::-1]:
             raw[backend].append(measure(backend, args, np.random.default_rng(r)))
             cell = raw[backend][-1]
-            print(f"round {r + 1}/{args.rounds} {backend:8s} wall {cell['wall_us_per_step']:7.1f} µs/step, "
+            print(f"round {r + 1}/{args.rounds} {backend:15s} wall {cell['wall_us_per_step']:7.1f} µs/step, "
                   f"learner CPU {cell['learner_cpu_us_per_step']:7.1f} µs/step", flush=True)  # fmt: skip
     results = {
         b: {k: {"median": statistics.median(v := [c[k] for c in cells]), "min": min(v), "max": max(v), "values": v}
@@ -124,7 +126,7 @@ def main() -> None:
         "table_markdown": "\n".join(lines),
     }
     if "envpool" not in results:
-        doc["skipped"] = "envpool is not installed (pip install envpool)"
+        doc["skipped"] = 'envpool and envpool_rlfocal: envpool is not installed (pip install -e ".[envpool]")'
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1))
     print("\n" + doc["table_markdown"] + f"\nwrote {args.out}")

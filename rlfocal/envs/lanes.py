@@ -13,8 +13,8 @@ step, with the same same-step resets and true final observations (see `vector.py
   single-seed run (bit for bit: the dynamics are the same float64 operations; `tests/test_env_lanes.py` checks it).
 
 Stepping: ``step(actions)``, or ``step_async(actions)`` then ``step_wait()`` for the same `LaneStep`, so the training
-loop can learn in between (``env.overlap``); only `VecEnvLanes` of ``mode="async"`` environments steps meanwhile, the
-others step in ``step_wait``.
+loop can learn in between (``env.overlap``); only `VecEnvLanes` of ``mode="async"`` or ``"envpool"`` environments
+steps meanwhile, the others step in ``step_wait``.
 
 Seeding: ``reset(seed=s)`` resets lane k as ``make_vec_env(name, seeds[k], E).reset(seed=seeds[k] - seeds[0] + s)``,
 i.e. every lane keeps its offset from lane 0 (environment i of lane k gets ``seeds[k] - seeds[0] + s + i``). With
@@ -77,7 +77,7 @@ class VecEnvLanes:
         return self.step_wait()
 
     def step_async(self, actions: np.ndarray) -> None:
-        """Start every lane's step: in the worker processes with ``mode="async"``, in ``step_wait`` otherwise."""
+        """Start every lane's step: in the workers with ``mode="async"`` or ``"envpool"``, else in ``step_wait``."""
         _check_actions(actions, self.num_seeds, self.num_envs)
         for env, a in zip(self.envs, actions, strict=True):
             env.step_async(a)
@@ -212,8 +212,8 @@ def make_lane_envs(
 ) -> VecEnvLanes | FlatLanes:
     """S = ``len(seeds)`` lanes of ``num_envs`` environments; lane k is ``make_vec_env(name, seeds[k], num_envs,
     mode=mode, train=train, **kwargs)`` step for step. Deterministic DeepSea and Cliffwalk are vectorised over all
-    S·E environments (``mode`` is then moot), and so is CartPole unless ``fast_cartpole=False`` or a keyword other than
-    ``max_episode_steps`` is given (see `CartPoleVector`)."""
+    S·E environments (``mode`` is then moot, except ``envpool``, which is for Atari only), and so is CartPole unless
+    ``fast_cartpole=False`` or a keyword other than ``max_episode_steps`` is given (see `CartPoleVector`)."""
     if not isinstance(seeds, (list, tuple)) or not seeds or not all(integer(0).ok(seed) for seed in seeds):
         raise ValueError(f"seeds must be a non-empty list of integers >= 0, one per lane, got {seeds!r}")
     check_args("make_lane_envs", {"num_envs": num_envs}, {"num_envs": integer(1)})
@@ -221,7 +221,7 @@ def make_lane_envs(
         raise ValueError(f"vector mode must be one of {VECTOR_MODES}, got {mode!r}")
     family, resolved = resolve_env(name, kwargs, prefix="")
     s, e = len(seeds), int(num_envs)
-    if s * e < VECTORISE_FROM:  # a handful of environments: the per-env objects are faster
+    if mode == "envpool" or s * e < VECTORISE_FROM:  # envpool: Atari (or make_vec_env's error); a handful: per env
         return _generic_lanes(name, seeds, e, mode, train, kwargs)
     if family == "deepsea" and resolved.pop("deterministic", True):
         return FlatLanes(DeepSeaVector(s * e, **resolved), s, e)

@@ -8,11 +8,14 @@ observation next: nothing is lost at episode boundaries and no step is wasted on
   environments and for N = 1, where it adds about a microsecond to a step (gymnasium's ``SyncVectorEnv`` adds ~80).
 - ``AsyncVecEnv``: gymnasium's ``AsyncVectorEnv``, one subprocess each: for slow environments (Atari) on
   machines with cores to spare.
+- ``EnvPoolVecEnv`` (``mode="envpool"``, Atari only, the ``[envpool]`` extra): EnvPool's C++ thread pool, its
+  next-step resets turned into same-step ones (`rlfocal.envs.envpool_vec`, which lists how its games differ).
 
-Environment i is ``make_env(name, seed + i, ...)``, so N = 1 is exactly the single environment of ``seed``.
-Both also step in two halves, ``step_async(actions)`` then ``step_wait()`` (`SplitStep`), so the training loop can
-learn while the environments step (``env.overlap``): ``AsyncVecEnv`` steps in its workers meanwhile, ``SerialVecEnv``
-only when waited for.
+Environment i is ``make_env(name, seed + i, ...)``, so N = 1 is exactly the single environment of ``seed`` (in
+EnvPool, environment i is seeded ``seed + i`` too, but EnvPool plays its own game of that seed).
+All step in two halves, ``step_async(actions)`` then ``step_wait()`` (`SplitStep`), so the training loop can
+learn while the environments step (``env.overlap``): ``AsyncVecEnv`` steps in its workers meanwhile and
+``EnvPoolVecEnv`` in its threads, ``SerialVecEnv`` only when waited for.
 """
 
 from __future__ import annotations
@@ -20,14 +23,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import gymnasium as gym
 import numpy as np
 
 from rlfocal.envs.registry import make_env
 
-VECTOR_MODES = ("serial", "async")
+if TYPE_CHECKING:
+    from rlfocal.envs.envpool_vec import EnvPoolVecEnv
+
+VECTOR_MODES = ("serial", "async", "envpool")
 
 
 @dataclass
@@ -154,12 +160,17 @@ class AsyncVecEnv(SplitStep[VecStep]):
 
 def make_vec_env(
     name: str, seed: int, num_envs: int, *, mode: str = "serial", train: bool = True, **kwargs: Any
-) -> SerialVecEnv | AsyncVecEnv:
-    """``num_envs`` copies of ``make_env(name, seed + i, train=train, **kwargs)``, stepped ``serial`` or ``async``."""
+) -> SerialVecEnv | AsyncVecEnv | EnvPoolVecEnv:
+    """``num_envs`` copies of ``make_env(name, seed + i, train=train, **kwargs)``, stepped ``serial`` or ``async``;
+    ``envpool``: EnvPool's copies of the Atari game ``name`` with the same settings (`make_envpool_vec`)."""
     if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
         raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
     if mode not in VECTOR_MODES:
         raise ValueError(f"vector mode must be one of {VECTOR_MODES}, got {mode!r}")
+    if mode == "envpool":
+        from rlfocal.envs.envpool_vec import make_envpool_vec  # imports envpool_vec's vector types from here
+
+        return make_envpool_vec(name, seed, int(num_envs), train=train, **kwargs)
     make_env(name, seed, train=train, **kwargs).close()  # fail here, with make_env's message, on a bad name
     fns = [partial(make_env, name, seed + i, train=train, **kwargs) for i in range(int(num_envs))]
     return SerialVecEnv(fns) if mode == "serial" else AsyncVecEnv(fns)
