@@ -24,6 +24,10 @@ difference measured is the machinery (replay, loop), not one more forward pass.
     python benchmarks/atari_throughput.py --repeats 1            # CPU: 15-20 minutes on 2 loaded cores
     python benchmarks/atari_throughput.py --device cuda          # one GPU (not yet timed: roughly 30 minutes)
     python benchmarks/atari_throughput.py --quick --contenders rlfocal-uniform,rlfocal-per   # CI smoke
+
+``--gpu-path`` runs rlfocal with issue 13's options on (``GPU_PATH``): learning while the environments step, replay
+storage on the learner's device, the priority write-back one update late, the update replayed as a CUDA graph;
+with ``--vector-mode async`` (or ``envpool``) the environments step in parallel meanwhile.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CONTENDERS = ("rlfocal-uniform", "rlfocal-per", "cleanrl-style")
 GAMES = {"pong": "ALE/Pong-v5", "breakout": "ALE/Breakout-v5"}
 VARIANTS = {"b32": (32, 4), "b64": (64, 8), "b256": (256, 32)}  # (batch size, env steps per update)
+GPU_PATH = ("env.overlap=true", "replay.storage_device={device}", "replay.deferred=true", "agent.capture_update=true")
 WINDOWS = 8  # log windows over the learning phase; the first is warm-up and not measured
 AGENT_STEPS_10M_FRAMES = 2_500_000  # 10M frames at frame skip 4
 
@@ -76,6 +81,7 @@ def run_rlfocal(spec: dict, replay: str) -> dict:
         f"replay.capacity={spec['capacity']}", f"env.num_envs={spec['num_envs']}",
         f"env.vector_mode={spec['vector_mode']}", f"logger.log_every={max(1, spec['steps'] // WINDOWS)}",
         f"checkpoint_every={10 * total}", "eval_episodes=1",  # the run's closing evaluation is not measured
+        *(o.format(device=spec["device"]) for o in spec.get("extra_overrides", ())),
     ]  # fmt: skip
     cfg = compose_config(overrides)
     with tempfile.TemporaryDirectory() as tmp:
@@ -245,8 +251,10 @@ def print_table(results: list[dict], args: argparse.Namespace) -> None:
                 return o["sps_median"]
         return None
 
+    path = f"; rlfocal with {' '.join(GPU_PATH)}".format(device=args.device) if args.gpu_path else ""
     print(f"\nAtari DQN, {args.steps:,} learning steps after {args.learning_starts:,} random ones, device "
-          f"{args.device}, 1 torch thread, median of {args.repeats}; replay capacity {args.capacity:,}")  # fmt: skip
+          f"{args.device}, 1 torch thread, median of {args.repeats}; replay capacity {args.capacity:,}; "
+          f"env.vector_mode={args.vector_mode}{path}")  # fmt: skip
     print(
         "| contender | game | variant | envs | device | env steps/s | updates/s | PER/uniform | vs CleanRL-style "
         "| peak RSS | peak GPU mem |\n|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|"
@@ -280,7 +288,8 @@ def main() -> None:
     parser.add_argument("--games", default=",".join(GAMES))
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--num-envs", default="1,8", help="environment counts; above 1 only b32 runs")
-    parser.add_argument("--vector-mode", default="serial", choices=("serial", "async"))
+    parser.add_argument("--vector-mode", default="serial", choices=("serial", "async", "envpool"))
+    parser.add_argument("--gpu-path", action="store_true", help="rlfocal with GPU_PATH's options on (see above)")
     parser.add_argument("--capacity", type=int, default=1_000_000, help="replay capacity in transitions")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument("--quick", action="store_true", help="smoke: 300 steps, pong, b32, one env, one repeat")
@@ -302,7 +311,8 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
     info = machine()
     common = {"steps": args.steps, "learning_starts": args.learning_starts, "capacity": args.capacity,
-              "device": args.device, "vector_mode": args.vector_mode}  # fmt: skip
+              "device": args.device, "vector_mode": args.vector_mode,
+              "extra_overrides": list(GPU_PATH) if args.gpu_path else []}  # fmt: skip
     grid = cells(args)
     runs: list[list[dict]] = [[] for _ in grid]
     errors: dict[int, str] = {}

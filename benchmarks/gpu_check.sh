@@ -7,9 +7,12 @@
 #   3. CUDA training smokes, PER + focal, 5k steps: MinAtar Breakout and Atari Pong (python -m rlfocal.train);
 #   4. many seeds in one process: MinAtar Breakout PER, 256 seeds in lockstep against one (seed-steps/s);
 #   5. the Atari throughput cells: rlfocal uniform vs PER, b32, 1 and 8 envs, 1M replay (agent steps/s, updates/s,
-#      peak GPU memory; benchmarks/atari_throughput.py).
+#      peak GPU memory; benchmarks/atari_throughput.py);
+#   6. the same at 8 envs on the GPU path (--gpu-path: async envs stepping while the learner learns, replay storage
+#      on the GPU, deferred priority write-back, the update replayed as a CUDA graph): atari_gpu_path.json.
 # It writes OUT_DIR/summary.json (one entry per step: ok | failed | timeout | skipped, with why), OUT_DIR/gpu_check.log
-# (everything the steps printed), the pytest JUnit XML, the smoke runs' directories and atari_throughput.json.
+# (everything the steps printed), the pytest JUnit XML, the smoke runs' directories, atari_throughput.json and
+# atari_gpu_path.json.
 # A missing optional package skips the steps that need it ("skipped: <why>") and the check goes on; the exit status
 # is 1 if a step failed or timed out, else 0. --dry-run runs the same steps on CPU at tiny sizes (CI: well under
 # a minute on an idle machine); its figures mean nothing.
@@ -57,13 +60,17 @@ T0=$SECONDS
 if ((DRY)); then
   DEVICE=cpu
   SMOKE=(total_steps=150 agent.learning_starts=100 replay.capacity=1000 logger.log_every=50)
+  TESTS=()  # every test, the CPU stand-ins of the CUDA ones included
   SEEDS=(1 4) MANY=(total_steps=150 agent.learning_starts=100 replay.capacity=200 logger.log_every=50)
   CELLS=(--contenders rlfocal-per --num-envs 1 --steps 32 --learning-starts 64 --capacity 1000)
+  FAST=(--contenders rlfocal-per --num-envs 2 --steps 32 --learning-starts 64 --capacity 1000)
 else
   DEVICE=cuda
   SMOKE=(total_steps=5000 agent.learning_starts=1000 replay.capacity=100000 logger.log_every=1000)
+  TESTS=(-k "not cpu-in-place-of-cuda")  # CI runs those
   SEEDS=(1 256) MANY=(total_steps=3000 agent.learning_starts=1000 replay.capacity=3000 logger.log_every=1000)
   CELLS=(--contenders rlfocal-uniform,rlfocal-per --num-envs 1,8 --steps 8000 --learning-starts 2000 --capacity 1000000)
+  FAST=(--contenders rlfocal-uniform,rlfocal-per --num-envs 8 --steps 16000 --learning-starts 2000 --capacity 1000000)
 fi
 
 log() { echo "[gpu_check +$((SECONDS - T0))s] $*" | tee -a "$LOG"; }
@@ -114,7 +121,8 @@ fi
 
 # 2. tests
 if have pytest; then
-  step test_cuda 100 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py --junitxml="$OUT/test_cuda.xml"
+  step test_cuda 100 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py "${TESTS[@]}" \
+    --junitxml="$OUT/test_cuda.xml"
   mapfile -t cuda_files < <(grep -l cuda tests/test_*.py)
   step cuda_tests 100 "$PY" -m pytest -q -rs -p no:cacheprovider "${cuda_files[@]}" -k cuda \
     --junitxml="$OUT/cuda_tests.xml"
@@ -148,10 +156,13 @@ fi
 
 # 5. Atari throughput cells
 if have ale_py && have cv2 && have psutil; then
-  step atari_throughput 200 "$PY" benchmarks/atari_throughput.py --device "$DEVICE" --games pong --variants b32 \
+  step atari_throughput 170 "$PY" benchmarks/atari_throughput.py --device "$DEVICE" --games pong --variants b32 \
     --repeats 1 "${CELLS[@]}" --out "$OUT/atari_throughput.json"
+  step atari_gpu_path 120 "$PY" benchmarks/atari_throughput.py --device "$DEVICE" --games pong --variants b32 \
+    --repeats 1 --vector-mode async --gpu-path "${FAST[@]}" --out "$OUT/atari_gpu_path.json"
 else
   skip atari_throughput "ale-py, opencv-python-headless or psutil is not installed"
+  skip atari_gpu_path "ale-py, opencv-python-headless or psutil is not installed"
 fi
 
 # summary
@@ -185,13 +196,15 @@ for name in ("train_minatar", "train_atari"):
     if (out / name / "summary.json").exists():
         run = json.loads((out / name / "summary.json").read_text())
         summary[name] = {k: run.get(k) for k in ("env", "arm", "global_step", "updates", "sps", "wall_time_s")}
-if (out / "atari_throughput.json").exists():
+for name, file in (("atari_throughput", "atari_throughput.json"), ("atari_gpu_path", "atari_gpu_path.json")):
+    if not (out / file).exists():
+        continue
     keys = ("contender", "num_envs", "batch_size", "sps_median", "updates_per_s", "peak_gpu_mib", "gpu", "error")
-    cells = json.loads((out / "atari_throughput.json").read_text())["results"]
-    summary["atari_throughput"] = [{k: c.get(k) for k in keys if k in c} for c in cells]
+    cells = json.loads((out / file).read_text())["results"]
+    summary[name] = [{k: c.get(k) for k in keys if k in c} for c in cells]
     failed = [c for c in cells if "error" in c]
     for s in steps:  # the benchmark exits 0 when a cell fails; the check does not
-        if s["name"] == "atari_throughput" and failed and s["status"] == "ok":
+        if s["name"] == name and failed and s["status"] == "ok":
             s.update(status="failed", why=f"{len(failed)} of {len(cells)} cells failed: {failed[0]['error']}")
 many = {}  # seed-steps/s = S x the batch's env steps/s (every seed steps in lockstep)
 for run_dir in sorted(out.glob("many_seeds_*")):
