@@ -67,7 +67,10 @@ def test_reset_with_a_seed_seeds_env_i_with_seed_plus_i():
     ("kwargs", "message"),
     [
         ({"num_envs": 0}, "num_envs must be an integer >= 1, got 0"),
-        ({"num_envs": 2, "mode": "threads"}, "vector mode must be one of ('serial', 'async', 'envpool'), got 'threads'"),
+        (
+            {"num_envs": 2, "mode": "threads"},
+            "vector mode must be one of ('serial', 'async', 'envpool'), got 'threads'",
+        ),
         ({"num_envs": 2, "name": "CartPol-v1"}, "CartPol-v1"),
     ],
 )
