@@ -9,24 +9,29 @@ every learner tensor on torch's ``meta`` device, where an operation computes not
 - ``env``, ``add``, ``sample``, ``write_back``: the replay and environment work around the network, measured. Their
   sum is the **host work** compared before and after (``sample`` after the change includes its device operations'
   dispatch on meta: conservative, a meta dispatch costs about what a CUDA launch does or more).
-- ``act``, ``learn``: the network's forward, backward and optimizer, the same code on both sides. Meta kernels are
-  partly Python, so their time says nothing about CUDA; the JSON gives instead the aten operations per agent step
-  that launch a kernel on CUDA (views excluded), and the table the host work with them priced at 5 and 10 µs each.
+- ``act``, ``learn``: the network's forward, backward and optimizer. Meta kernels are partly Python, so their time
+  says nothing about CUDA; the JSON gives instead the aten operations per agent step that launch a kernel on CUDA
+  (views excluded), and the table the host work with them priced at 5 and 10 µs each.
 
 - ``before``: the step as it ran before these options: ``env.vector_mode=serial`` (the 8 ALE emulators stepped in
   this thread), replay storage on the host (every batch gathered on the host, then one copy per field),
   ``replay.deferred=false`` (priorities written back at once).
 - ``after``: ``env.vector_mode=async env.overlap=true`` (a worker process per emulator, stepping while the learner
   learns), ``replay.storage_device`` = the learner's device (each env step's rows copied there, batches gathered
-  there: two small copies per batch), ``replay.deferred=true``.
-- ``after_no_overlap``: the same with ``env.overlap=false``. On a 2-core machine the 8 emulators of ``after`` run on
-  the learner's cores while it learns, and the learner's own work costs more CPU time there (cold caches); this
-  column shows that work without the contention, which a GPU host with cores to spare would not have.
+  there: two small copies per batch), ``replay.deferred=true``, ``agent.capture_update=true`` (the update replayed
+  as one CUDA graph: here the graph is recorded with the CPU stand-in, then its replay is a no-op counted as one
+  kernel launch, which is what a replay costs the host; the copies of the batch into the graph's inputs are
+  dispatched and counted as they are).
+- ``after_envpool``: the same with ``env.vector_mode=envpool`` (EnvPool's C++ threads; only where it is installed).
+  On a 2-core machine the emulators of both run on the learner's cores while it learns, so the learner's own work
+  costs more CPU time there (cold caches) than on a GPU host with cores to spare.
 
 Stand-ins, the same on both sides: the actions are drawn at random (meta tensors hold no values); TD errors for the
 write-back are drawn on the host; Adam is one ``torch._foreach_add_`` (fused Adam is one launch on CUDA and refuses
-meta tensors). Not counted: waiting (a blocking ``.cpu()`` costs the learner wall time on a GPU, not work) and the
-GPU's own time. Rounds alternate the two configurations; figures are the median over rounds, with the range.
+meta tensors). ``before`` runs its meta update in the learner thread, ``after`` does not (a graph replay): meta
+kernels are Python and evict the caches that the host parts then miss, so ``before``'s host parts may read high.
+Not counted: waiting (a blocking ``.cpu()`` costs the learner wall time on a GPU, not work) and the
+GPU's own time. Rounds alternate the configurations' order; figures are the median over rounds, with the range.
 
     python benchmarks/host_side.py                 # 3 rounds, ~5 minutes on 2 cores
     python benchmarks/host_side.py --quick         # CI smoke: tiny, figures mean nothing
@@ -35,6 +40,7 @@ GPU's own time. Rounds alternate the two configurations; figures are the median 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -59,11 +65,11 @@ from rlfocal.replay import PrioritizedSampler, ReplayBuffer, TransitionStorage  
 from rlfocal.replay.deferred import DeferredPriorities  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+AFTER = {"overlap": True, "storage_device": "meta", "deferred": True, "capture": True}
 CONFIGS = {
-    "before": {"vector_mode": "serial", "overlap": False, "storage_device": None, "deferred": False},
-    "after": {"vector_mode": "async", "overlap": True, "storage_device": "meta", "deferred": True},
-    # the same without overlap: the learner works while the emulators wait, so on 2 cores they do not compete
-    "after_no_overlap": {"vector_mode": "async", "overlap": False, "storage_device": "meta", "deferred": True},
+    "before": {"vector_mode": "serial", "overlap": False, "storage_device": None, "deferred": False, "capture": False},
+    "after": {"vector_mode": "async", **AFTER},
+    "after_envpool": {"vector_mode": "envpool", **AFTER},
 }
 PARTS = ("act", "env", "add", "sample", "learn", "write_back")
 HOST_PARTS = ("env", "add", "sample", "write_back")  # the work around the network, compared before and after
@@ -80,10 +86,20 @@ def build(cfg: dict, args: argparse.Namespace):
     sampler = PrioritizedSampler(storage.capacity, 0.6, 0.4, 1e-6, beta_steps=10**6)
     buffer = ReplayBuffer(storage, sampler, 0, storage_device=cfg["storage_device"] and META)
     num_actions = int(envs.single_action_space.n)
-    agent = DQN(make_network("nature", obs_shape, num_actions), num_actions, losses.huber, device=META)
+    net = make_network("nature", obs_shape, num_actions)
+    agent = DQN(net, num_actions, losses.huber, device=META, capture=cfg["capture"])
     agent.optimizer.step = torch.no_grad()(lambda: torch._foreach_add_(agent.params, 1e-3))  # one launch, as fused Adam
     deferred = DeferredPriorities(buffer) if cfg["deferred"] else None
     return envs, buffer, agent, deferred, num_actions
+
+
+def record_graph(agent: DQN, buffer: ReplayBuffer) -> None:
+    """Warm up and record the captured update (the stand-in graph), then make its replay a no-op: on CUDA a replay
+    is one launch from the host, whatever it runs on the GPU."""
+    step = agent._captured
+    while step._graph is None or step._graph.outputs is None:
+        agent.learn(buffer.sample_torch(BATCH, META))
+    step._graph.replay = lambda: None
 
 
 class OpCounter(TorchDispatchMode):
@@ -105,7 +121,8 @@ def network_ops(agent: DQN, buffer: ReplayBuffer, obs: np.ndarray, num_envs: int
     batch = buffer.sample_torch(BATCH, META)
     with OpCounter() as learn:
         agent.learn(batch)
-    return act.ops / num_envs + learn.ops / TRAIN_FREQ
+    replays = int(agent._captured is not None)  # a graph replay: one launch (see record_graph)
+    return act.ops / num_envs + (learn.ops + replays) / TRAIN_FREQ
 
 
 def run(cfg: dict, args: argparse.Namespace, rng: np.random.Generator) -> dict:
@@ -154,6 +171,8 @@ def run(cfg: dict, args: argparse.Namespace, rng: np.random.Generator) -> dict:
     try:
         while step < args.warmup:
             obs = agent_step(measured=False)
+        if cfg["capture"]:
+            record_graph(agent, buffer)
         clock = dict.fromkeys(PARTS, 0.0)
         start, t0, cpu0 = step, time.perf_counter(), time.thread_time()
         while step < start + args.steps:
@@ -202,11 +221,12 @@ def table(results: dict) -> str:
         "learn_us_per_step",
         "wall_us_per_step",
     ]
-    columns = " | ".join(name.replace("_", " ") for name in CONFIGS)
-    rule = "|---|" + "---:|" * (len(CONFIGS) + 1)
+    configs = list(results)
+    columns = " | ".join(name.replace("_", " ") for name in configs)
+    rule = "|---|" + "---:|" * (len(configs) + 1)
     lines = [f"| per agent step (µs unless said) | {columns} | before / after |", rule]
     for key in keys:
-        cells = [f"{s['median']:,.1f} ({s['min']:,.1f}–{s['max']:,.1f})" for s in (results[c][key] for c in CONFIGS)]
+        cells = [f"{s['median']:,.1f} ({s['min']:,.1f}–{s['max']:,.1f})" for s in (results[c][key] for c in configs)]
         before, after = results["before"][key]["median"], results["after"][key]["median"]
         ratio = f"{before / after:.2f}x" if after > 0 else "–"
         label = LABELS.get(key, key.removesuffix("_us_per_step").replace("_", " "))
@@ -228,10 +248,11 @@ def main() -> None:
     if args.quick:
         args.capacity, args.warmup, args.steps, args.rounds = 2_000, 200, 160, 1
     torch.set_num_threads(1)
-    raw: dict[str, list[dict]] = {name: [] for name in CONFIGS}
+    configs = [c for c in CONFIGS if CONFIGS[c]["vector_mode"] != "envpool" or importlib.util.find_spec("envpool")]
+    raw: dict[str, list[dict]] = {name: [] for name in configs}
     t_start = time.perf_counter()
     for r in range(args.rounds):
-        order = list(CONFIGS) if r % 2 == 0 else list(reversed(CONFIGS))  # interleaved, alternating order
+        order = configs if r % 2 == 0 else configs[::-1]  # interleaved, alternating order
         for name in order:
             result = run(CONFIGS[name], args, np.random.default_rng(r))
             raw[name].append(result)
@@ -245,7 +266,7 @@ def main() -> None:
         "machine": machine(),
         "loadavg_end": list(os.getloadavg()),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "configs": CONFIGS,
+        "configs": {name: CONFIGS[name] for name in configs},
         "total_wall_s": time.perf_counter() - t_start,
         "results": results,
         "host_reduction": {
