@@ -8,7 +8,7 @@ the next call (a copy queued on the same stream, like the deferred priority writ
 What a captured function may not do, refused while it is recorded (``CaptureCheck``): read a tensor's value on the
 host (``.item()``, ``float(t)``, ``if t:``: a device sync, illegal during capture) or make a tensor whose shape
 depends on values (``nonzero``, boolean-mask indexing). Its Python code runs once, at capture, so host state it
-keeps (a counter, a running mean held as a float) would not advance on replay.
+keeps (a counter, a running mean held as a Python float) would not advance on replay.
 
 On CPU (CI has no GPU) ``EagerGraph`` stands in for the CUDA graph with the same contracts: static inputs and
 outputs, the eager warm-up and the check, which it applies at every replay; it computes the same numbers and saves
@@ -48,8 +48,7 @@ class CaptureCheck(TorchDispatchMode):
         if func.overloadpacket in _FORBIDDEN or _boolean_index(func, args):
             raise CaptureError(
                 f"agent.capture_update=true: the update calls {func.name()}, which reads a tensor value on the host "
-                "or sizes a tensor by its values; a CUDA graph cannot hold it (a loss with tau=auto does: give tau a "
-                "number, or set agent.capture_update=false)"
+                "or sizes a tensor by its values; a CUDA graph cannot hold it (set agent.capture_update=false)"
             )
         return func(*args, **(kwargs or {}))
 

@@ -155,9 +155,6 @@ class Config:
                  f"agent.network={a.network} and agent.hidden={list(a.hidden)}")  # fmt: skip
         if a.capture_update and a.compile:
             fail("agent.capture_update", True, "not with agent.compile=true: pick one way to cut launch overhead")
-        if a.capture_update and getattr(self.loss, "tau", None) == "auto":
-            fail("agent.capture_update", True, "not with loss.tau=auto, whose running mean is read on the host each "
-                 "update (a CUDA graph cannot); give loss.tau a number")  # fmt: skip
         if self.replay.capacity < self.agent.batch_size:
             fail("replay.capacity", self.replay.capacity, f"must be >= agent.batch_size={self.agent.batch_size}")
 

@@ -77,14 +77,18 @@ def test_a_batch_of_another_shape_is_refused_after_recording():
 
 
 def test_an_update_that_reads_a_value_on_the_host_cannot_be_captured():
-    """``tau=auto``'s running mean is read with ``float()``: a sync, which a CUDA graph cannot hold."""
-    focal_auto = losses.FocalLossConfig(tau="auto").build()
+    """A loss that scales by ``float(td.abs().max())`` reads a value on the host: a sync, which a CUDA graph cannot
+    hold (the warm-up steps, eager, may)."""
+
+    def scaled_huber(td: torch.Tensor) -> torch.Tensor:
+        return losses.huber(td) / float(td.abs().max())
+
     torch.manual_seed(0)
-    agent = DQN(make_network("mlp", (4,), 3, hidden=(16,)), 3, focal_auto, capture=True)
+    agent = DQN(make_network("mlp", (4,), 3, hidden=(16,)), 3, scaled_huber, capture=True)
     rng = np.random.default_rng(3)
     for _ in range(3):  # warm-up runs eagerly, as it may
         agent.learn_lanes(_stack(_batches(rng, 1, (4,))))
-    with pytest.raises(CaptureError, match="_local_scalar_dense.*tau=auto"):
+    with pytest.raises(CaptureError, match="calls aten::_local_scalar_dense, which reads a tensor value on the host"):
         agent.learn_lanes(_stack(_batches(rng, 1, (4,))))
 
 
@@ -136,13 +140,14 @@ def test_inputs_on_another_device_are_refused():
 
 
 # ---------------------------------------------------------------------------------------------- settings and runs
-@pytest.mark.parametrize("extra", [[], ["num_seeds=2"]], ids=["one-seed", "two-seeds"])
+@pytest.mark.parametrize("extra", [[], ["num_seeds=2"], ["loss.tau=auto"]], ids=["one-seed", "two-seeds", "tau-auto"])
 def test_a_captured_run_logs_what_the_eager_run_logs(tmp_path, extra):
-    """Same seed and config but ``agent.capture_update=true`` (the CPU stand-in): every logged number but speed."""
+    """Same seed and config but ``agent.capture_update=true`` (the CPU stand-in): every logged number but speed;
+    focal-TD's ``tau=auto`` too (its running mean is updated on the device, in place)."""
     logs = {}
     for name, opts in (("eager", []), ("captured", ["agent.capture_update=true"])):
         train(tmp_path / name, ["replay=per", "loss=focal", *extra, *opts])
-        seeds = ["."] if not extra else ["seed_0", "seed_1"]
+        seeds = ["seed_0", "seed_1"] if "num_seeds=2" in extra else ["."]
         logs[name] = [
             [{k: v for k, v in r.items() if k != "charts/SPS"} for r in rows(tmp_path / name / s / "metrics.csv")]
             for s in seeds
@@ -150,16 +155,10 @@ def test_a_captured_run_logs_what_the_eager_run_logs(tmp_path, extra):
     assert logs["captured"] == logs["eager"] and all(len(seed) >= 5 for seed in logs["eager"])
 
 
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        (["agent.compile=true"], "agent.capture_update=True is not allowed: not with agent.compile=true"),
-        (["loss=focal", "loss.tau=auto"], "agent.capture_update=True is not allowed: not with loss.tau=auto"),
-    ],
-)
-def test_capture_with_what_a_graph_cannot_hold_is_a_config_error(overrides, message):
+def test_capture_with_compile_is_a_config_error():
+    message = "agent.capture_update=True is not allowed: not with agent.compile=true"
     with pytest.raises(ConfigError, match=re.escape(message)):
-        validate(composed(["agent.capture_update=true", *overrides]))
+        validate(composed(["agent.capture_update=true", "agent.compile=true"]))
 
 
 def test_capture_is_no_part_of_an_arm_and_may_change_on_resume():

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from scipy.special import expit, log_softmax, softplus
 
+from agents.captured import CaptureCheck
 from rlfocal.losses import (
     TD_LOSSES,
     RunningMean,
@@ -250,6 +251,23 @@ def test_running_mean_for_tau_auto():
     assert RunningMean().update(torch.zeros(4)) == 1e-8  # floored: always a valid tau
     td = torch.randn(16)
     focal_td(td, tau=rm.update(huber(td)))
+    lanes = RunningMean(momentum=0.5)
+    lanes.update(torch.tensor([1.0, 4.0]), lanes=True)
+    torch.testing.assert_close(lanes.update(torch.tensor([3.0, 0.0]), lanes=True), torch.tensor([2.0, 2.0]).double())
+
+
+def test_running_mean_stays_on_the_device_and_updates_in_place():
+    """No host read (a CUDA graph can hold the update) and the same memory throughout (the graph writes there)."""
+    rm = RunningMean(momentum=0.9)
+    rm.update(torch.tensor([1.0, 3.0]))
+    memory = rm._mean.data_ptr()
+    with CaptureCheck():
+        for x in ([5.0], [0.5, 0.25]):
+            rm.update(torch.tensor(x))
+    assert rm._mean.data_ptr() == memory and rm.value.dtype == torch.float64
+    m, w = 0.9, 1.0 - 0.9
+    expected = m * (m * 2.0 + w * 5.0) + w * 0.375  # the float64 arithmetic of a host-side mean, in its order
+    assert float(rm.value) == expected
 
 
 # ------------------------------------------------------------------------------------------------ mirror, PAL

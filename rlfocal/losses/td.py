@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -187,9 +186,8 @@ class FocalLossConfig(TDLossConfig):
             if td.ndim == 1:
                 tau = self.tau_scale * running.update(loss.mean())
             else:  # [S, B]: one running mean per seed lane
-                mean = running.update(loss.mean(dim=-1), lanes=True)
-                tau = torch.as_tensor(self.tau_scale * mean, dtype=td.dtype)[:, None]
-            return focal_td(td, **{**kwargs, "tau": tau.to(td.device) if isinstance(tau, Tensor) else tau})
+                tau = (self.tau_scale * running.update(loss.mean(dim=-1), lanes=True)).to(td.dtype)[:, None]
+            return focal_td(td, **{**kwargs, "tau": tau})
 
         return focal_auto
 
@@ -200,7 +198,8 @@ class RunningMean:
     Feed it the detached per-sample base loss L each learn step and pass ``value`` as ``tau``; the running mean of L
     makes focal-TD scale-free across games. The first update sets the mean to that batch's mean; later ones blend
     with weight ``1 − momentum``. ``value`` is floored at ``floor`` so that it is always a valid τ. This class is the
-    only stateful thing in ``rlfocal.losses``; ``update`` reads a tensor value (a device sync on GPU).
+    only stateful thing in ``rlfocal.losses``. The mean is a float64 tensor on the statistic's device, updated in
+    place: no value is read on the host (no device sync), so a CUDA graph can hold every update after the first.
     """
 
     def __init__(self, momentum: float = 0.99, floor: float = 1e-8) -> None:
@@ -209,26 +208,24 @@ class RunningMean:
             raise ValueError(f"momentum must be a finite number in [0, 1), got {momentum!r}")
         self.momentum = momentum
         self.floor = check_real("floor", floor, minimum=0.0, strict=True)
-        self._mean: float | np.ndarray | None = None
+        self._mean: Tensor | None = None
 
-    def update(self, x: Tensor, lanes: bool = False) -> float | np.ndarray:
-        """Blend in the mean of ``x`` (any shape) and return the new ``value``; with ``lanes`` blend each entry of
-        the vector ``x`` ``[S]`` into its own seed lane's mean (one device sync for all lanes)."""
-        batch_mean = x.detach().double().cpu().numpy() if lanes else float(x.detach().double().mean())
+    def update(self, x: Tensor, lanes: bool = False) -> Tensor:
+        """Blend in the mean of ``x`` (any shape) and return the new ``value`` (a 0-dim tensor); with ``lanes``
+        blend each entry of the vector ``x`` ``[S]`` into its own seed lane's mean (``value`` then ``[S]``)."""
+        batch_mean = x.detach().double() if lanes else x.detach().double().mean()
         if self._mean is None:
-            self._mean = batch_mean
-        else:
-            self._mean = self.momentum * self._mean + (1.0 - self.momentum) * batch_mean
+            self._mean = batch_mean.clone()
+        else:  # in place, so that the memory a captured graph holds stays the mean's
+            self._mean.copy_(self.momentum * self._mean + (1.0 - self.momentum) * batch_mean)
         return self.value
 
     @property
-    def value(self) -> float | np.ndarray:
+    def value(self) -> Tensor:
         """The running mean (>= ``floor``); RuntimeError before the first ``update``."""
         if self._mean is None:
             raise RuntimeError("RunningMean.value read before the first update()")
-        if isinstance(self._mean, np.ndarray):
-            return np.maximum(self._mean, self.floor)
-        return max(self._mean, self.floor)
+        return self._mean.clamp(min=self.floor)
 
 
 def mirror(
