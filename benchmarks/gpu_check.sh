@@ -9,10 +9,12 @@
 #   5. the Atari throughput cells: rlfocal uniform vs PER, b32, 1 and 8 envs, 1M replay (agent steps/s, updates/s,
 #      peak GPU memory; benchmarks/atari_throughput.py);
 #   6. the same at 8 envs on the GPU path (--gpu-path: async envs stepping while the learner learns, replay storage
-#      on the GPU, deferred priority write-back, the update replayed as a CUDA graph): atari_gpu_path.json.
+#      on the GPU, deferred priority write-back, the update replayed as a CUDA graph): atari_gpu_path.json;
+#   7. what acting's sync costs: acting idle vs right after queueing an iteration's updates, one update's GPU time
+#      (benchmarks/act_sync.py): act_sync.json.
 # It writes OUT_DIR/summary.json (one entry per step: ok | failed | timeout | skipped, with why), OUT_DIR/gpu_check.log
-# (everything the steps printed), the pytest JUnit XML, the smoke runs' directories, atari_throughput.json and
-# atari_gpu_path.json.
+# (everything the steps printed), the pytest JUnit XML, the smoke runs' directories, atari_throughput.json,
+# atari_gpu_path.json and act_sync.json.
 # A missing optional package skips the steps that need it ("skipped: <why>") and the check goes on; the exit status
 # is 1 if a step failed or timed out, else 0. --dry-run runs the same steps on CPU at tiny sizes (CI: well under
 # a minute on an idle machine); its figures mean nothing.
@@ -64,6 +66,7 @@ if ((DRY)); then
   SEEDS=(1 4) MANY=(total_steps=150 agent.learning_starts=100 replay.capacity=200 logger.log_every=50)
   CELLS=(--contenders rlfocal-per --num-envs 1 --steps 32 --learning-starts 64 --capacity 1000)
   FAST=(--contenders rlfocal-per --num-envs 2 --steps 32 --learning-starts 64 --capacity 1000)
+  ACT=(--quick)
 else
   DEVICE=cuda
   SMOKE=(total_steps=5000 agent.learning_starts=1000 replay.capacity=100000 logger.log_every=1000)
@@ -71,6 +74,7 @@ else
   SEEDS=(1 256) MANY=(total_steps=3000 agent.learning_starts=1000 replay.capacity=3000 logger.log_every=1000)
   CELLS=(--contenders rlfocal-uniform,rlfocal-per --num-envs 1,8 --steps 8000 --learning-starts 2000 --capacity 1000000)
   FAST=(--contenders rlfocal-uniform,rlfocal-per --num-envs 8 --steps 16000 --learning-starts 2000 --capacity 1000000)
+  ACT=(--rounds 3 --iterations 200)
 fi
 
 log() { echo "[gpu_check +$((SECONDS - T0))s] $*" | tee -a "$LOG"; }
@@ -165,6 +169,9 @@ else
   skip atari_gpu_path "ale-py, opencv-python-headless or psutil is not installed"
 fi
 
+# 7. acting's sync
+step act_sync 60 "$PY" benchmarks/act_sync.py --device "$DEVICE" "${ACT[@]}" --out "$OUT/act_sync.json"
+
 # summary
 "$PY" - "$OUT" "$DRY" "$((SECONDS - T0))" <<'EOF'
 import json, sys
@@ -206,6 +213,8 @@ for name, file in (("atari_throughput", "atari_throughput.json"), ("atari_gpu_pa
     for s in steps:  # the benchmark exits 0 when a cell fails; the check does not
         if s["name"] == name and failed and s["status"] == "ok":
             s.update(status="failed", why=f"{len(failed)} of {len(cells)} cells failed: {failed[0]['error']}")
+if (out / "act_sync.json").exists():
+    summary["act_sync"] = json.loads((out / "act_sync.json").read_text())["results"]
 many = {}  # seed-steps/s = S x the batch's env steps/s (every seed steps in lockstep)
 for run_dir in sorted(out.glob("many_seeds_*")):
     seeds = int(run_dir.name.rsplit("_", 1)[1])
