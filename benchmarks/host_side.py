@@ -22,6 +22,8 @@ every learner tensor on torch's ``meta`` device, where an operation computes not
   as one CUDA graph: here the graph is recorded with the CPU stand-in, then its replay is a no-op counted as one
   kernel launch, which is what a replay costs the host; the copies of the batch into the graph's inputs are
   dispatched and counted as they are).
+- ``after_eager_update``: ``after`` with the eager update (``agent.capture_update=false``), the control that sets
+  the capture's share apart from the other options'.
 - ``after_envpool``: the same with ``env.vector_mode=envpool`` (EnvPool's C++ threads; only where it is installed).
   On a 2-core machine the emulators of both run on the learner's cores while it learns, so the learner's own work
   costs more CPU time there (cold caches) than on a GPU host with cores to spare.
@@ -70,6 +72,8 @@ CONFIGS = {
     "before": {"vector_mode": "serial", "overlap": False, "storage_device": None, "deferred": False, "capture": False},
     "after": {"vector_mode": "async", **AFTER},
     "after_envpool": {"vector_mode": "envpool", **AFTER},
+    # the control: "after" with the eager update, to set the capture's share apart from the other options'
+    "after_eager_update": {"vector_mode": "async", **AFTER, "capture": False},
 }
 PARTS = ("act", "env", "add", "sample", "learn", "write_back")
 HOST_PARTS = ("env", "add", "sample", "write_back")  # the work around the network, compared before and after
