@@ -11,7 +11,9 @@ eager) update:
 - ``act_after_updates_us``: acting right after queueing the iteration's 2 updates (8 envs, one update per 4 agent
   steps), so its wall time includes the wait for them: the worst case, an env step that takes no time;
 - ``update_gpu_us``: one update's GPU time (CUDA events around 50 back-to-back updates);
-- ``queue_updates_us``: the learner thread's CPU time to sample and queue the 2 updates.
+- ``queue_updates_us``, ``queue_updates_wall_us``: the learner thread's CPU time and wall time to sample and queue
+  the 2 updates. The wall time includes the deferred write-back's own wait: pushing update k applies update k-1,
+  whose TD errors must have reached the host (one update late), so the host waits for every update but the last.
 
 The sync costs nothing on top of the env step when ``2 x update_gpu_us`` is below the env step's wall time
 (``benchmarks/atari_envs.py``), since the updates then finish while the environments step; acting one step late
@@ -79,16 +81,17 @@ def measure(device: torch.device, capture: bool, buf: PrioritizedReplay, iterati
         update()
         agent.act_batch(obs, 0.0)
     sync(device)
-    idle, busy, queue = [], [], []
+    idle, busy, queue, queue_wall = [], [], [], []
     for _ in range(iterations):
         sync(device)
         t0 = time.perf_counter()
         agent.act_batch(obs, 0.0)
         idle.append(time.perf_counter() - t0)
-        c0 = time.thread_time()
+        c0, w0 = time.thread_time(), time.perf_counter()
         for _ in range(UPDATES_PER_ITERATION):
             update()
         queue.append(time.thread_time() - c0)
+        queue_wall.append(time.perf_counter() - w0)
         t0 = time.perf_counter()
         agent.act_batch(obs, 0.0)  # waits for the queued updates
         busy.append(time.perf_counter() - t0)
@@ -106,6 +109,7 @@ def measure(device: torch.device, capture: bool, buf: PrioritizedReplay, iterati
         "act_idle_us": 1e6 * statistics.median(idle),
         "act_after_updates_us": 1e6 * statistics.median(busy),
         "queue_updates_us": 1e6 * statistics.median(queue),
+        "queue_updates_wall_us": 1e6 * statistics.median(queue_wall),
         "update_gpu_us": gpu_us,
     }
 
