@@ -61,22 +61,25 @@ def _boolean_index(func, args: tuple) -> bool:
 
 
 class CudaGraph:
-    """``fn()`` recorded as a ``torch.cuda.CUDAGraph`` (recording runs no kernel); ``replay()`` runs them."""
+    """``fn()`` recorded as a ``torch.cuda.CUDAGraph`` on ``device`` (recording runs no kernel); ``replay()`` runs
+    them there, whichever CUDA device is current (``cuda:N``)."""
 
-    def __init__(self, fn: Callable[[], Any]) -> None:
+    def __init__(self, fn: Callable[[], Any], device: torch.device) -> None:
+        self.device = device
         self.graph = torch.cuda.CUDAGraph()
-        with CaptureCheck(), torch.cuda.graph(self.graph):
+        with torch.cuda.device(device), CaptureCheck(), torch.cuda.graph(self.graph):
             self.outputs = fn()
 
     def replay(self) -> None:
-        self.graph.replay()
+        with torch.cuda.device(self.device):
+            self.graph.replay()
 
 
 class EagerGraph:
     """The CPU stand-in of ``CudaGraph``: ``replay()`` runs ``fn()`` under ``CaptureCheck`` and writes its results
     into the tensors of the first replay, which stay the outputs, as a graph's do."""
 
-    def __init__(self, fn: Callable[[], Any]) -> None:
+    def __init__(self, fn: Callable[[], Any], device: torch.device) -> None:
         self.fn = fn
         self.outputs = None
 
@@ -118,7 +121,7 @@ class CapturedStep:
             self._static = [t.clone() for t in tensors]
             static_inputs = tree_unflatten(self._static, spec)
             graph_type = CudaGraph if self.device.type == "cuda" else EagerGraph
-            self._graph = graph_type(lambda: self.fn(static_inputs))
+            self._graph = graph_type(lambda: self.fn(static_inputs), self.device)
         else:
             self._check_like(tensors)
             for static, t in zip(self._static, tensors, strict=True):
