@@ -520,6 +520,83 @@ def test_add_batch_equals_adding_rows_one_at_a_time(k, n_step, num_streams):
     assert_batches_equal(batched.sample(5), single.sample(5))
 
 
+def stored_state(buf) -> dict:
+    """``without_idle_streams`` of the buffer's state with ``refreshed`` zeroed outside the stored slots."""
+    state = without_idle_streams(buf.state_dict())
+    empty = np.setdiff1d(np.arange(buf.capacity), buf.stored_slots())
+    refreshed = state["sampler"]["refreshed"].copy()
+    refreshed[empty] = 0
+    return {**state, "sampler": {**state["sampler"], "refreshed": refreshed}}
+
+
+def long_episodes(src: FrameSource, env_id: int, k: int, steps: int, rng) -> list[Step]:
+    """``steps`` chained steps of one stream in episodes of 6-20 steps (Atari-like: mostly mid-episode)."""
+    out: list[Step] = []
+    while len(out) < steps:
+        length = int(rng.integers(6, 21))
+        ids = first_stack(src, k, str(rng.choice(["reset", "distinct", "zeros"])))
+        ids += [src.fresh() for _ in range(length)]
+        end = str(rng.choice(["terminated", "truncated"]))
+        for t in range(length):
+            ended = end if t == length - 1 else ""
+            obs, next_obs = stack(ids[t : t + k]), stack(ids[t + 1 : t + k + 1])
+            action, reward = int(rng.integers(6)), float(rng.integers(-3, 4))
+            out.append(Step(env_id, obs, action, reward, next_obs, ended == "terminated", ended == "truncated"))
+    return out[:steps]
+
+
+@pytest.mark.parametrize("frame_margin", [0, 2, None])
+@pytest.mark.parametrize("capacity", [5, 9, 64])
+def test_a_vector_env_step_added_at_once_equals_its_rows_one_at_a_time(capacity, frame_margin):
+    """Lockstep rows of 4 streams (a vector env's steps, mostly mid-episode: the vectorised path) give the same
+    storage, sampler state and batches as the same rows added one by one, through ring and frame-ring wraps and
+    stale-frame evictions; the vectorised path really runs where the frame ring has room (below, a frame ring of 5-11
+    frames for 4 streams of 4-frame stacks keeps overwriting their chains, so every batch takes the row path).
+    Compared over stored slots: a slot a batch writes and evicts again ends empty, and the row-by-row adds stamp its
+    ``refreshed`` (meaningless while empty) one update later."""
+    rng = np.random.default_rng(7)
+    src = FrameSource()
+    streams = [long_episodes(src, e, 4, 60, rng) for e in range(4)]
+    length = 60
+    config = dict(obs_dtype=np.int32, gamma=GAMMA, frame_stack=4, frame_margin=frame_margin, alpha=0.7, seed=1)
+    single = PrioritizedReplay(capacity, (4, *FRAME), **config)
+    batched = PrioritizedReplay(capacity, (4, *FRAME), **config)
+    calls = []
+    vectorised = batched.storage._add_chained
+    batched.storage._add_chained = lambda *a: calls.append(1) or vectorised(*a)
+    for t in range(length):
+        rows = [stream[t] for stream in streams]
+        for step in rows:
+            step.add_to(single)
+        add_batch(batched, rows)
+        if t % 5 == 4 and len(single):  # priorities that differ from the max, on slots both hold
+            slots, td = rng.choice(single.stored_slots(), 3), rng.normal(size=3)
+            single.update_priorities(slots, td)
+            batched.update_priorities(slots, td)
+        assert (len(batched), batched.storage.start) == (len(single), single.storage.start)
+    assert_same_state(stored_state(batched), stored_state(single))
+    assert_batches_equal(batched.sample(min(8, len(single))), single.sample(min(8, len(single))))
+    assert len(calls) > length // 2 or (capacity < 64 and frame_margin is not None)
+
+
+def test_a_broken_chain_in_a_vector_env_step_writes_nothing():
+    """The vectorised path checks the chains too: a lockstep batch whose row 1 does not continue env 1 raises
+    naming that row and env, and leaves the buffer as it was."""
+    rng = np.random.default_rng(8)
+    src = FrameSource()
+    streams = [long_episodes(src, e, 4, 30, rng) for e in range(3)]
+    t = next(t for t in range(1, 30) if not any(s[t - 1].ended for s in streams))  # a step where all continue
+    buf = PrioritizedReplay(16, (4, *FRAME), obs_dtype=np.int32, gamma=GAMMA, frame_stack=4, seed=0)
+    for step in range(t):
+        add_batch(buf, [stream[step] for stream in streams])
+    rows = [stream[t] for stream in streams]
+    bad = Step(1, stack([src.fresh() for _ in range(4)]), 0, 1.0, rows[1].next_obs, False, False)
+    state = copy.deepcopy(buf.state_dict())
+    with pytest.raises(ValueError, match=r"row 1 \(env_id 1\) breaks the frame chain"):
+        add_batch(buf, [rows[0], bad, rows[2]])
+    assert_same_state(buf.state_dict(), state)
+
+
 # ---------------------------------------------------------------------------------------------- 6. checkpoints
 def make_buffer(kind: str, k: int, n_step: int, seed: int):
     config = dict(obs_dtype=np.int32, seed=seed, n_step=n_step, gamma=GAMMA, frame_stack=k)

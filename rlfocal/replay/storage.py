@@ -52,6 +52,13 @@ def _min_set(nodes, leaf0, slot, value):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
+def _min_set_many(nodes, leaf0, slots, values):  # pragma: no cover - compiled
+    """``_min_set`` of each slot in turn."""
+    for i in range(slots.shape[0]):
+        _min_set(nodes, leaf0, slots[i], values[i])
+
+
+@njit(cache=True)
 def _min_find_below(nodes, leaf0, threshold):  # pragma: no cover - compiled
     """Some leaf whose value is below ``threshold`` (the caller has checked the root's minimum is)."""
     node = 1
@@ -235,6 +242,10 @@ class TransitionStorage:
         if self.n_step == 1 and self.frame_stack == 1:
             return self._write_rows(obs, action, reward, next_obs, term), np.empty(0, dtype=np.int64)
         if self.frame_stack > 1:
+            chained = self._chained_refs(env_ids)
+            if chained is not None:
+                self._check_chained(chained, obs, env_ids)
+                return self._add_chained(chained, action, reward, next_obs, term, trunc, env_ids)
             self._check_chain(obs, next_obs, term | trunc, env_ids)
         written: list[int] = []
         evicted: list[int] = []
@@ -267,6 +278,65 @@ class TransitionStorage:
         self.start = (self.start + overflow) % c
         self.size = min(c, self.size + b)
         return (first + np.arange(b)) % c
+
+    def _chained_refs(self, env_ids: np.ndarray) -> np.ndarray | None:
+        """The frame ids ``[B, k]`` of each row's obs when the batch is one step of distinct streams that all continue
+        their episode, 1-step, with every obs frame still in the ring after this batch's frames: the vectorised
+        path (a vector env's step mid-episode). None otherwise (the row-by-row path)."""
+        b = env_ids.shape[0]
+        if self.n_step != 1 or b >= self.capacity or np.unique(env_ids).shape[0] != b:
+            return None
+        refs = []
+        for env_id in env_ids.tolist():
+            stream = self._streams.get(env_id)
+            if stream is None or stream.last_next is None:
+                return None
+            refs.append(stream.last_next)
+        refs = np.stack(refs)
+        # row i's obs frames must survive the i + 1 frames written up to it (the row-by-row path's condition)
+        if (refs[:, 0] < self.frames_written + np.arange(1, b + 1) - self.frame_capacity).any():
+            return None
+        return refs
+
+    def _check_chained(self, obs_refs: np.ndarray, obs: np.ndarray, env_ids: np.ndarray) -> None:
+        """``_check_chain`` of chained rows (distinct streams, each continuing): one comparison for the batch."""
+        last = self.frames[obs_refs[:, -1] % self.frame_capacity]
+        broken = ~(last == obs[:, -1]).reshape(len(obs), -1).all(axis=1)
+        if broken.any():
+            i = int(np.flatnonzero(broken)[0])
+            raise ValueError(
+                f"row {i} (env_id {env_ids[i]}) breaks the frame chain: frame_stack storage needs obs to equal the "
+                "previous next_obs of the same env_id unless the previous step ended the episode"
+            )
+
+    def _add_chained(self, obs_refs, action, reward, next_obs, term, trunc, env_ids):
+        """``add_batch`` of chained rows (see ``_chained_refs``) in array operations, with the state and ``written``
+        slots of adding them one by one. Evictions only ever move ``start`` forward, so applying them after all rows
+        leaves the same window; ``evicted`` may differ only in slots this batch rewrites (one by one a slot can go
+        stale before a later row overwrites it), which hold a transition at the end either way."""
+        b, c, fc = obs_refs.shape[0], self.capacity, self.frame_capacity
+        new_ids = self.frames_written + np.arange(b)
+        self.frames[new_ids % fc] = next_obs[:, -1]
+        self.frames_written += b
+        next_refs = np.concatenate([obs_refs[:, 1:], new_ids[:, None]], axis=1)
+        pos = (self.start + self.size + np.arange(b)) % c
+        overflow = max(0, self.size + b - c)
+        self.start = (self.start + overflow) % c
+        self.size = min(c, self.size + b)
+        self.frame_ids[pos, 0] = obs_refs % fc
+        self.frame_ids[pos, 1] = next_refs % fc
+        self.first_frame[pos] = obs_refs[:, 0]
+        _min_set_many(self._oldest_frame, self._leaf0, pos, obs_refs[:, 0].astype(np.float64))
+        self.actions[pos] = action
+        self.rewards[pos] = reward
+        self.discounts[pos] = np.where(term, 0.0, self.gamma)
+        self.terminated[pos] = term
+        ended = term | trunc
+        for i, env_id in enumerate(env_ids.tolist()):
+            self._streams[env_id].last_next = None if ended[i] else next_refs[i]
+        evicted: list[int] = []
+        self._evict_stale(evicted)
+        return pos.astype(np.int64), np.asarray(evicted, dtype=np.int64)
 
     def _add_one(self, obs, action, reward, next_obs, term, trunc, env_id, written, evicted) -> None:
         stream = self._streams.get(env_id)
@@ -365,10 +435,11 @@ class TransitionStorage:
         for i, env_id in enumerate(env_ids.tolist()):
             if env_id in last:
                 prev = last[env_id]
-            else:
+            else:  # a chain whose frames the ring has overwritten restarts (as ``_obs_frames_for`` does)
                 stream = self._streams.get(env_id)
                 ids = None if stream is None else stream.last_next
-                prev = None if ids is None else self.frames[ids[-1] % self.frame_capacity]
+                live = ids is not None and ids[0] >= self.frames_written - self.frame_capacity
+                prev = self.frames[ids[-1] % self.frame_capacity] if live else None
             if prev is not None and not _frames_equal(prev, obs[i][-1]):
                 raise ValueError(
                     f"row {i} (env_id {env_id}) breaks the frame chain: frame_stack storage needs obs to equal "
