@@ -20,7 +20,9 @@ from rlfocal.extras import MissingExtra
 from rlfocal.train import run
 
 # Per environment, the events of its agent steps, repeated: "." plays on, "l" loses a life (the game goes on),
-# "g" is game over, "t" truncation. The raw reward of a game's k-th step (from 0) is 5 * (k % 3 - 1).
+# "g" is game over, "t" truncation, "L" loses a life and the game ends during the no-ops of the reset step after it
+# (EnvPool then restarts the game in that reset without saying so, but for ``elapsed_step`` 0). The raw reward of a
+# game's k-th step (from 0) is 5 * (k % 3 - 1).
 SCRIPTS = ["..l..g", ".g", "...t", "l.l.g"]
 
 
@@ -31,6 +33,7 @@ class FakePool:
 
     observation_space = gym.spaces.Box(0, 10**6, (3,), np.int64)
     action_space = gym.spaces.Discrete(3)
+    scripts = SCRIPTS
 
     def __init__(self, seed: int, num_envs: int) -> None:
         self.seed = seed
@@ -61,33 +64,36 @@ class FakePool:
                 self.game_step[i] = 0
             return self._result(i, is_reset=1, reward=0.0, raw=0.0, term=False, trunc=False, game_over=False)
         self.actions[i].append(action)
-        script = SCRIPTS[i % len(SCRIPTS)]
+        script = self.scripts[i % len(self.scripts)]
         event = script[self.event[i] % len(script)]
         self.event[i] += 1
         raw = 5.0 * (self.game_step[i] % 3 - 1)
         self.game_step[i] += 1
         self.ended[i] = event != "."
-        return self._result(i, 0, np.sign(raw), raw, event in "lg", event == "t", event == "g")
+        return self._result(i, 0, np.sign(raw), raw, event in "lgL", event == "t", event == "g")
 
     def _game_over(self, i: int) -> bool:
-        script = SCRIPTS[i % len(SCRIPTS)]
-        return script[(self.event[i] - 1) % len(script)] in "gt"
+        script = self.scripts[i % len(self.scripts)]
+        return script[(self.event[i] - 1) % len(script)] in "gtL"
 
     def _result(self, i, is_reset, reward, raw, term, trunc, game_over):
         obs = np.array([[i, self.count[i], is_reset]], dtype=np.int64)
         info = {"env_id": np.array([i], np.int32), "reward": np.array([raw], np.float32),
-                "terminated": np.array([int(game_over)], np.int32)}  # fmt: skip
+                "terminated": np.array([int(game_over)], np.int32),
+                "elapsed_step": np.array([self.game_step[i]], np.int32)}  # fmt: skip
         return obs, np.array([reward], np.float32), np.array([term]), np.array([trunc]), info
 
     def close(self) -> None:
         self.closed = True
 
 
-def fake_vec(seed: int = 0, num_envs: int = len(SCRIPTS)) -> tuple[EnvPoolVecEnv, list[FakePool]]:
+def fake_vec(
+    seed: int = 0, num_envs: int = len(SCRIPTS), pool: type[FakePool] = FakePool
+) -> tuple[EnvPoolVecEnv, list[FakePool]]:
     pools: list[FakePool] = []
 
     def make_pool(pool_seed: int) -> FakePool:
-        pools.append(FakePool(pool_seed, num_envs))
+        pools.append(pool(pool_seed, num_envs))
         return pools[-1]
 
     return EnvPoolVecEnv(make_pool, seed, num_envs), pools
@@ -145,6 +151,20 @@ def test_a_lost_life_is_terminal_but_the_game_and_its_score_go_on():
     assert [bool(o.terminated[3]) for o in outs] == [True, False, True, False, True]
     games = [[e for e in o.episodes if e[0] == 3] for o in outs]
     assert games == [[], [], [], [], [(3, -5.0 + 0.0 + 5.0 - 5.0 + 0.0, 5)]]  # one game of five steps, raw rewards
+
+
+def test_a_game_that_ends_in_the_no_ops_after_a_lost_life_is_reported_then():
+    """A lost life whose reset no-ops end the game (EnvPool restarts it inside that reset step): the game is
+    reported at the step that lost the life, and the next game counts from zero."""
+
+    class NoOpDeath(FakePool):
+        scripts = [".L..g"]
+
+    venv, _ = fake_vec(num_envs=1, pool=NoOpDeath)
+    venv.reset()
+    outs = [venv.step(np.zeros(1, np.int64)) for _ in range(5)]
+    assert [bool(o.terminated[0]) for o in outs] == [False, True, False, False, True]
+    assert [o.episodes for o in outs] == [[], [(0, -5.0 + 0.0, 2)], [], [], [(0, -5.0 + 0.0 + 5.0, 3)]]
 
 
 def test_reset_with_a_seed_rebuilds_the_pool_of_that_seed_and_without_keeps_it():

@@ -56,8 +56,9 @@ class EnvPoolVecEnv(SplitStep[VecStep]):
 
     ``make_pool(seed)`` builds the pool, environment i seeded ``seed + i``. The pool takes ``send(actions, env_ids)``
     and ``async_reset()``; ``recv()`` gives one environment's ``(obs, reward, terminated, truncated, info)`` as
-    arrays of length 1, with ``info["env_id"]``, the raw reward ``info["reward"]`` and the game over
-    ``info["terminated"]``.
+    arrays of length 1, with ``info["env_id"]``, the raw reward ``info["reward"]``, the game over
+    ``info["terminated"]`` and the game's agent steps ``info["elapsed_step"]`` (0 after a reset that restarted it:
+    how a game that ended in the no-ops after a lost life shows).
     """
 
     def __init__(self, make_pool: Callable[[int], Any], seed: int, num_envs: int) -> None:
@@ -106,6 +107,10 @@ class EnvPoolVecEnv(SplitStep[VecStep]):
             i = int(info["env_id"][0])
             if resetting[i]:  # the reply to the reset step sent below: what to act on next
                 self._obs[i] = obs[0]
+                # a game still counted after a lost life, but the reset restarted it: it ended in the no-ops
+                if self._length[i] and info["elapsed_step"][0] == 0:
+                    episodes.append((i, float(self._return[i]), int(self._length[i])))
+                    self._return[i], self._length[i] = 0.0, 0
                 waiting -= 1
                 continue
             next_obs[i], rewards[i], terminated[i], truncated[i] = obs[0], reward[0], term[0], trunc[0]
