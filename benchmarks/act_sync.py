@@ -27,7 +27,6 @@ GPU. Median and range over ``--rounds`` rounds.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -41,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from agents.dqn import DQN  # noqa: E402
 from agents.networks import make_network  # noqa: E402
-from benchmarks.atari_throughput import machine  # noqa: E402  (versions, CPU model, memory, load)
+from benchmarks.rounds import cell, summarise, write  # noqa: E402
 from rlfocal import losses  # noqa: E402
 from rlfocal.replay import PrioritizedReplay  # noqa: E402
 from rlfocal.replay.deferred import DeferredPriorities  # noqa: E402
@@ -134,20 +133,12 @@ def main() -> None:
             raw[name].append(measure(device, name == "captured", buf, args.iterations))
             print(f"round {r + 1}/{args.rounds} {name:8s} " + ", ".join(
                 f"{k} {v:,.1f}" for k, v in raw[name][-1].items() if v is not None), flush=True)  # fmt: skip
-    results = {}
-    for name, runs in raw.items():
-        results[name] = {}
-        for key in runs[0]:
-            values = [run[key] for run in runs if run[key] is not None]
-            if values:
-                results[name][key] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
-    doc = {"benchmark": "act_sync", "device": str(device), "machine": machine(), "args": {
-        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "results": results}  # fmt: skip
-    if device.type == "cuda":
-        doc["gpu"] = torch.cuda.get_device_name(device)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1))
-    print(f"wrote {args.out}")
+    results = {name: summarise(runs) for name, runs in raw.items()}
+    keys = list(results["eager"])
+    lines = ["| update | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    lines += [f"| {name} | " + " | ".join(cell(r[k]) for k in keys) + " |" for name, r in results.items()]
+    gpu = {"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else {}
+    write(args.out, "act_sync", args, results, "\n".join(lines), device=str(device), **gpu)
 
 
 if __name__ == "__main__":

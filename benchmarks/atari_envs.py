@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.atari_throughput import machine  # noqa: E402  (versions, CPU model, memory, load)
+from benchmarks.rounds import cell, summarise, write  # noqa: E402
 from rlfocal.envs.vector import make_vec_env  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -103,33 +100,16 @@ def main() -> None:
     for r in range(args.rounds):
         for backend in backends if r % 2 == 0 else backends[::-1]:
             raw[backend].append(measure(backend, args, np.random.default_rng(r)))
-            cell = raw[backend][-1]
-            print(f"round {r + 1}/{args.rounds} {backend:15s} wall {cell['wall_us_per_step']:7.1f} µs/step, "
-                  f"learner CPU {cell['learner_cpu_us_per_step']:7.1f} µs/step", flush=True)  # fmt: skip
-    results = {
-        b: {k: {"median": statistics.median(v := [c[k] for c in cells]), "min": min(v), "max": max(v), "values": v}
-            for k in cells[0]}
-        for b, cells in raw.items()
-    }  # fmt: skip
+            last = raw[backend][-1]
+            print(f"round {r + 1}/{args.rounds} {backend:15s} wall {last['wall_us_per_step']:7.1f} µs/step, "
+                  f"learner CPU {last['learner_cpu_us_per_step']:7.1f} µs/step", flush=True)  # fmt: skip
+    results = {backend: summarise(cells) for backend, cells in raw.items()}
     lines = ["| backend | wall µs per agent step | learner-thread CPU µs per agent step |", "|---|---:|---:|"]
-    for b, res in results.items():
-        w, c = res["wall_us_per_step"], res["learner_cpu_us_per_step"]
-        lines.append(f"| {b} | {w['median']:,.1f} ({w['min']:,.1f}–{w['max']:,.1f}) "
-                     f"| {c['median']:,.1f} ({c['min']:,.1f}–{c['max']:,.1f}) |")  # fmt: skip
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    doc = {
-        "benchmark": "atari_envs",
-        "commit": commit.stdout.strip(),
-        "machine": machine(),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "results": results,
-        "table_markdown": "\n".join(lines),
-    }
-    if "envpool" not in results:
-        doc["skipped"] = 'envpool and envpool_rlfocal: envpool is not installed (pip install -e ".[envpool]")'
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1))
-    print("\n" + doc["table_markdown"] + f"\nwrote {args.out}")
+    for backend, r in results.items():
+        lines.append(f"| {backend} | {cell(r['wall_us_per_step'])} | {cell(r['learner_cpu_us_per_step'])} |")
+    skipped = {} if "envpool" in results else {
+        "skipped": 'envpool and envpool_rlfocal: envpool is not installed (pip install -e ".[envpool]")'}  # fmt: skip
+    write(args.out, "atari_envs", args, results, "\n".join(lines), **skipped)
 
 
 if __name__ == "__main__":

@@ -43,10 +43,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -60,7 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 from agents.dqn import DQN  # noqa: E402
 from agents.networks import make_network  # noqa: E402
-from benchmarks.atari_throughput import machine  # noqa: E402  (versions, CPU model, memory, load)
+from benchmarks.rounds import cell, summarise, write  # noqa: E402
 from rlfocal import losses  # noqa: E402
 from rlfocal.envs.vector import make_vec_env  # noqa: E402
 from rlfocal.replay import PrioritizedSampler, ReplayBuffer, TransitionStorage  # noqa: E402
@@ -200,10 +197,6 @@ def run(cfg: dict, args: argparse.Namespace, rng: np.random.Generator) -> dict:
     return out
 
 
-def summary(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
-
-
 LABELS = {
     "host_us_per_step": "**host work** (env + add + sample + write back)",
     **{f"host_with_launches_{p}us_per_step": f"host work + network launches at {p} µs" for p in LAUNCH_US},
@@ -230,7 +223,7 @@ def table(results: dict) -> str:
     rule = "|---|" + "---:|" * (len(configs) + 1)
     lines = [f"| per agent step (µs unless said) | {columns} | before / after |", rule]
     for key in keys:
-        cells = [f"{s['median']:,.1f} ({s['min']:,.1f}–{s['max']:,.1f})" for s in (results[c][key] for c in configs)]
+        cells = [cell(results[c][key]) for c in configs]
         before, after = results["before"][key]["median"], results["after"][key]["median"]
         ratio = f"{before / after:.2f}x" if after > 0 else "–"
         label = LABELS.get(key, key.removesuffix("_us_per_step").replace("_", " "))
@@ -262,28 +255,16 @@ def main() -> None:
             raw[name].append(result)
             print(f"round {r + 1}/{args.rounds} {name:6s} host work {result['host_us_per_step']:8.1f} µs/step, "
                   f"network {result['network_ops_per_step']:.0f} ops/step", flush=True)  # fmt: skip
-    results = {name: {key: summary([r[key] for r in runs]) for key in runs[0]} for name, runs in raw.items()}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    doc = {
-        "benchmark": "host_side",
-        "commit": commit.stdout.strip(),
-        "machine": machine(),
-        "loadavg_end": list(os.getloadavg()),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "configs": {name: CONFIGS[name] for name in configs},
-        "total_wall_s": time.perf_counter() - t_start,
-        "results": results,
-        "host_reduction": {
-            key: results["before"][key]["median"] / results["after"][key]["median"]
-            for key in ("host_us_per_step", *(f"host_with_launches_{p}us_per_step" for p in LAUNCH_US))
-        },
-        "table_markdown": table(results),
+    results = {name: summarise(runs) for name, runs in raw.items()}
+    reduction = {
+        key: results["before"][key]["median"] / results["after"][key]["median"]
+        for key in ("host_us_per_step", *(f"host_with_launches_{p}us_per_step" for p in LAUNCH_US))
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1))
-    print("\n" + doc["table_markdown"])
-    ratios = ", ".join(f"{k.removesuffix('_per_step')} {v:.2f}x" for k, v in doc["host_reduction"].items())
-    print(f"host-side work per agent step, before / after (target >= 2x): {ratios}; wrote {args.out}")
+    write(args.out, "host_side", args, results, table(results), loadavg_end=list(os.getloadavg()),
+          configs={name: CONFIGS[name] for name in configs}, total_wall_s=time.perf_counter() - t_start,
+          host_reduction=reduction)  # fmt: skip
+    ratios = ", ".join(f"{k.removesuffix('_per_step')} {v:.2f}x" for k, v in reduction.items())
+    print(f"host-side work per agent step, before / after (target >= 2x): {ratios}")
 
 
 if __name__ == "__main__":

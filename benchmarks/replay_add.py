@@ -13,9 +13,6 @@ interleaved rounds.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.atari_throughput import machine  # noqa: E402  (versions, CPU model, memory, load)
+from benchmarks.rounds import cell, summarise, write  # noqa: E402
 from rlfocal.replay import PrioritizedReplay  # noqa: E402
 
 NUM_ENVS, FRAME = 8, (84, 84)
@@ -78,31 +75,13 @@ def main() -> None:
     for r in range(args.rounds):
         for path in paths if r % 2 == 0 else paths[::-1]:
             raw[path].append(measure(path, args, observations))
-            cell = raw[path][-1]
-            print(f"round {r + 1}/{args.rounds} {path:10s} cpu {cell['cpu_us_per_call']:6.1f} µs, "
-                  f"wall {cell['wall_us_per_call']:6.1f} µs per add_batch of {NUM_ENVS} rows", flush=True)  # fmt: skip
-    results = {
-        p: {k: {"median": statistics.median(v := [c[k] for c in cells]), "min": min(v), "max": max(v)}
-            for k in cells[0]}
-        for p, cells in raw.items()
-    }  # fmt: skip
+            last = raw[path][-1]
+            print(f"round {r + 1}/{args.rounds} {path:10s} cpu {last['cpu_us_per_call']:6.1f} µs, "
+                  f"wall {last['wall_us_per_call']:6.1f} µs per add_batch of {NUM_ENVS} rows", flush=True)  # fmt: skip
+    results = {path: summarise(cells) for path, cells in raw.items()}
     lines = [f"| path | CPU µs per add_batch of {NUM_ENVS} rows | wall µs |", "|---|---:|---:|"]
-    for p, res in results.items():
-        c, w = res["cpu_us_per_call"], res["wall_us_per_call"]
-        lines.append(f"| {p} | {c['median']:.1f} ({c['min']:.1f}–{c['max']:.1f}) "
-                     f"| {w['median']:.1f} ({w['min']:.1f}–{w['max']:.1f}) |")  # fmt: skip
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    doc = {
-        "benchmark": "replay_add",
-        "commit": commit.stdout.strip(),
-        "machine": machine(),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "results": results,
-        "table_markdown": "\n".join(lines),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1))
-    print("\n" + doc["table_markdown"] + f"\nwrote {args.out}")
+    lines += [f"| {p} | {cell(r['cpu_us_per_call'])} | {cell(r['wall_us_per_call'])} |" for p, r in results.items()]
+    write(args.out, "replay_add", args, results, "\n".join(lines))
 
 
 if __name__ == "__main__":
