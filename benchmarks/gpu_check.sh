@@ -16,8 +16,8 @@
 # (everything the steps printed), the pytest JUnit XML, the smoke runs' directories, atari_throughput.json,
 # atari_gpu_path.json and act_sync.json.
 # A missing optional package skips the steps that need it ("skipped: <why>") and the check goes on; the exit status
-# is 1 if a step failed or timed out, else 0. --dry-run runs the same steps on CPU at tiny sizes (CI: well under
-# a minute on an idle machine); its figures mean nothing.
+# is 1 if a step failed or timed out, else 0. --dry-run runs the same steps on CPU at tiny sizes (CI: about 100 s on
+# 2 cores, most of it the CPU runs of the CUDA tests); its figures mean nothing.
 #
 # A bare GPU machine (torch, numpy and pytest only, no network) needs these wheels carried in, for its Python and
 # platform (cp311 / manylinux x86_64 below): build the wheelhouse where there is network, then install offline.
