@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-command GPU check (issue 13 §3): bash benchmarks/gpu_check.sh OUT_DIR [--dry-run]
+# One-command GPU check (issue 13 §3): bash benchmarks/gpu_check.sh OUT_DIR [--dry-run] [--wheels DIR]
 #
 # Runs, each step under `timeout` and all within 8 minutes (GPU_CHECK_BUDGET_S, default 470 s, caps every step):
 #   1. nvidia-smi's GPU line and torch's view of the device;
@@ -19,40 +19,56 @@
 # is 1 if a step failed or timed out, else 0. --dry-run runs the same steps on CPU at tiny sizes (CI: about 100 s on
 # 2 cores, most of it the CPU runs of the CUDA tests); its figures mean nothing.
 #
-# A bare GPU machine (torch, numpy and pytest only, no network) needs these wheels carried in, for its Python and
-# platform (cp311 / manylinux x86_64 below): build the wheelhouse where there is network, then install offline.
-#   pip download -d wheelhouse --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 \
-#       --implementation cp --abi cp311 setuptools wheel numba llvmlite gymnasium hydra-core omegaconf \
-#       hydra-joblib-launcher PyYAML wandb matplotlib psutil minatar ale-py opencv-python-headless
-#   pip wheel -w wheelhouse --no-deps antlr4-python3-runtime==4.9.3    # hydra's parser: an sdist only
-#   # on the GPU machine, in the repository root:
-#   pip install --no-index --find-links wheelhouse numba gymnasium hydra-core hydra-joblib-launcher wandb \
-#       matplotlib psutil minatar ale-py opencv-python-headless
-#   pip install --no-index --find-links wheelhouse --no-deps --no-build-isolation -e .
-# Needed by every step: numba + llvmlite (the sum tree; llvmlite alone is ~42 MB), hydra-core + omegaconf + antlr4
-# (the config), gymnasium (+ cloudpickle, farama-notifications), psutil, matplotlib (the run's curve.png), wandb
-# only for logger=wandb (the smokes use logger=csv). MinAtar steps: minatar. Atari steps: ale-py (ROMs included)
-# and opencv-python-headless (~50 MB). Where a carry is limited (64 MiB per call), carry the wheelhouse in parts
-# to a warm machine, or drop opencv/ale-py and let the Atari steps report "skipped".
+# A GPU machine without network needs what its image lacks carried in as wheels. For this workplace's H200 image
+# (Python 3.12 with torch, numpy, numba, matplotlib, psutil, opencv, pytest: /work/.library/device/KINDS.md) that is
+# gymnasium, hydra-core and their needs, ale-py and minatar, about 4 MB, which benchmarks/gpu_wheels.sh downloads at
+# the versions installed where it runs; --wheels DIR installs them and rlfocal (editable) into a temporary directory:
+#   bash benchmarks/gpu_wheels.sh .whl --python-version 3.12      # where pip reaches a registry
+#   bash benchmarks/gpu_check.sh OUT_DIR --wheels .whl             # on the GPU machine, .whl carried in
+# Another image: add what it lacks of numba, matplotlib, psutil, PyYAML, opencv-python-headless (the Atari steps)
+# to DIR; a missing one shows in the log as an import error or a skipped step. wandb is not needed (logger=csv).
 set -uo pipefail
 
 usage() {
-  echo "usage: bash benchmarks/gpu_check.sh OUT_DIR [--dry-run]" >&2
+  echo "usage: bash benchmarks/gpu_check.sh OUT_DIR [--dry-run] [--wheels DIR]" >&2
   exit 2
 }
-OUT="" DRY=0
-for arg in "$@"; do
-  case $arg in
+OUT="" DRY=0 WHEELS=""
+while (($#)); do
+  case $1 in
     --dry-run) DRY=1 ;;
+    --wheels) [[ $# -ge 2 ]] || { echo "--wheels needs a directory of wheels" >&2; usage; }; WHEELS=$2 && shift ;;
     -h | --help) usage ;;
-    -*) echo "unknown option: $arg" >&2; usage ;;
-    *) [[ -z $OUT ]] || { echo "unexpected argument: $arg" >&2; usage; }; OUT=$arg ;;
+    -*) echo "unknown option: $1" >&2; usage ;;
+    *) [[ -z $OUT ]] || { echo "unexpected argument: $1" >&2; usage; }; OUT=$1 ;;
   esac
+  shift
 done
 [[ -n $OUT ]] || usage
+if [[ -n $WHEELS ]]; then
+  [[ -d $WHEELS ]] || { echo "--wheels: $WHEELS is not a directory" >&2; exit 2; }
+  WHEELS=$(cd "$WHEELS" && pwd)
+fi
 cd "$(dirname "$0")/.." || exit 2
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2
 PY=${PYTHON:-python}
+if [[ -n $WHEELS ]]; then
+  # The carried wheels and rlfocal (editable) go into a directory of their own, first on the path. The editable
+  # install maps rlfocal.configs to configs/ through a .pth file, which Python reads only in a site directory: the
+  # sitecustomize below makes this directory one.
+  SITE=$(mktemp -d "${TMPDIR:-/tmp}/rlfocal_site.XXXXXX") || exit 2
+  shopt -s nullglob
+  wheels=("$WHEELS"/*.whl)
+  shopt -u nullglob
+  ((${#wheels[@]})) || { echo "--wheels: no .whl files in $WHEELS (make them with benchmarks/gpu_wheels.sh)" >&2; exit 2; }
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "${wheels[@]}" &&
+    "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --target "$SITE" -e . || {
+    echo "--wheels: installing into $SITE failed" >&2
+    exit 2
+  }
+  echo "import site; site.addsitedir('$SITE')" >"$SITE/sitecustomize.py"
+  export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
+fi
 BUDGET_S=${GPU_CHECK_BUDGET_S:-470}
 LOG=$OUT/gpu_check.log STEPS=$OUT/steps.tsv
 : >"$LOG"
@@ -120,7 +136,7 @@ info = {'torch': torch.__version__, 'cuda': torch.version.cuda, 'available': tor
         'devices': [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}
 print(json.dumps(info)); open('$OUT/torch.json', 'w').write(json.dumps(info))"
 if ! have rlfocal.configs; then
-  log "rlfocal is not installed (pip install --no-deps --no-build-isolation -e .): the steps below will fail"
+  log "rlfocal is not installed (--wheels DIR, or pip install --no-deps --no-build-isolation -e .): the steps below will fail"
 fi
 
 # 2. tests
