@@ -61,13 +61,13 @@ if [[ -n $WHEELS ]]; then
   wheels=("$WHEELS"/*.whl)
   shopt -u nullglob
   ((${#wheels[@]})) || { echo "--wheels: no .whl files in $WHEELS (make them with benchmarks/gpu_wheels.sh)" >&2; exit 2; }
+  export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}  # the editable install builds with the carried setuptools
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "${wheels[@]}" &&
     "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --target "$SITE" -e . || {
     echo "--wheels: installing into $SITE failed" >&2
     exit 2
   }
   echo "import site; site.addsitedir('$SITE')" >"$SITE/sitecustomize.py"
-  export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
 fi
 BUDGET_S=${GPU_CHECK_BUDGET_S:-470}
 LOG=$OUT/gpu_check.log STEPS=$OUT/steps.tsv

@@ -8,16 +8,17 @@
 #
 # The H200 image (/work/.library/device/KINDS.md: Python 3.12, torch, numpy, numba, matplotlib, psutil, PyYAML,
 # cloudpickle, opencv-python-headless, pytest, hypothesis, scipy) lacks gymnasium (+ farama-notifications),
-# hydra-core (+ omegaconf, antlr4-python3-runtime), ale-py (ROMs included) and minatar: about 4 MB in all. wandb is
-# left out (the check logs with logger=csv). antlr4's runtime is an sdist only; it is built here into a pure-Python
-# wheel. Packages are downloaded without their dependencies (--no-deps): the list above is the whole closure.
+# hydra-core (+ omegaconf, antlr4-python3-runtime), ale-py (ROMs included) and minatar; setuptools comes too, so
+# that rlfocal's own editable install there does not depend on the image's: about 5 MB in all. wandb is left out
+# (the check logs with logger=csv). antlr4's runtime is an sdist only; it is built here into a pure-Python wheel.
+# Packages are downloaded without their dependencies (--no-deps): the list above is the whole closure.
 set -euo pipefail
 
 DIR=.whl PYVER=3.12
 while (($#)); do
   case $1 in
     --python-version) PYVER=${2:?--python-version needs a value, e.g. 3.12} && shift ;;
-    -h | --help) sed -n '2,13p' "$0" && exit 0 ;;
+    -h | --help) sed -n '2,14p' "$0" && exit 0 ;;
     -*) echo "unknown option: $1 (allowed: --python-version X.Y)" >&2 && exit 2 ;;
     *) DIR=$1 ;;
   esac
@@ -32,7 +33,7 @@ TAG=cp${PYVER/./}
 mapfile -t PINS < <("$PY" - <<'EOF'
 from importlib.metadata import PackageNotFoundError, version
 for name in ("gymnasium", "farama-notifications", "hydra-core", "omegaconf", "antlr4-python3-runtime", "ale-py",
-             "minatar"):
+             "minatar", "setuptools"):
     try:
         print(f"{name}=={version(name)}")
     except PackageNotFoundError:
