@@ -24,6 +24,11 @@ every learner tensor on torch's ``meta`` device, where an operation computes not
   dispatched and counted as they are).
 - ``after_eager_update``: ``after`` with the eager update (``agent.capture_update=false``), the control that sets
   the capture's share apart from the other options'.
+- ``after_uniform``: ``after`` with uniform replay (no priorities, no write-back), PER's counterpart for issue 13's
+  GPU target "PER <= 1.15x uniform time per step": PER adds only host work to a step (the sum-tree descent, IS
+  weights, the write-back; on the GPU one multiply by the weights), so a step that the host bounds costs PER / uniform
+  at most ``after`` / ``after_uniform`` of host work with the launches priced (``per_over_uniform`` in the JSON), and
+  a step that the GPU bounds hides some of PER's extra work.
 - ``after_envpool``: the same with ``env.vector_mode=envpool`` (EnvPool's C++ threads; only where it is installed).
   On a 2-core machine the emulators of both run on the learner's cores while it learns, so the learner's own work
   costs more CPU time there (cold caches) than on a GPU host with cores to spare.
@@ -60,7 +65,7 @@ from agents.networks import make_network  # noqa: E402
 from benchmarks.rounds import cell, summarise, write  # noqa: E402
 from rlfocal import losses  # noqa: E402
 from rlfocal.envs.vector import make_vec_env  # noqa: E402
-from rlfocal.replay import PrioritizedSampler, ReplayBuffer, TransitionStorage  # noqa: E402
+from rlfocal.replay import PrioritizedSampler, ReplayBuffer, TransitionStorage, UniformSampler  # noqa: E402
 from rlfocal.replay.deferred import DeferredPriorities  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -71,6 +76,7 @@ CONFIGS = {
     "after_envpool": {"vector_mode": "envpool", **AFTER},
     # the control: "after" with the eager update, to set the capture's share apart from the other options'
     "after_eager_update": {"vector_mode": "async", **AFTER, "capture": False},
+    "after_uniform": {"vector_mode": "async", **AFTER, "sampler": "uniform"},
 }
 PARTS = ("act", "env", "add", "sample", "learn", "write_back")
 HOST_PARTS = ("env", "add", "sample", "write_back")  # the work around the network, compared before and after
@@ -79,18 +85,25 @@ BATCH, TRAIN_FREQ, TARGET_PERIOD = 32, 4, 1000
 META = torch.device("meta")
 
 
+def uniform(cfg: dict) -> bool:
+    return cfg.get("sampler") == "uniform"
+
+
 def build(cfg: dict, args: argparse.Namespace):
     """Environments, replay and learner of one configuration (learner and device storage on meta)."""
     envs = make_vec_env(args.game, 0, args.num_envs, mode=cfg["vector_mode"])
     obs_shape = envs.single_observation_space.shape
     storage = TransitionStorage(args.capacity, obs_shape, np.uint8, frame_stack=obs_shape[0])
-    sampler = PrioritizedSampler(storage.capacity, 0.6, 0.4, 1e-6, beta_steps=10**6)
+    if uniform(cfg):
+        sampler = UniformSampler(storage.capacity)
+    else:
+        sampler = PrioritizedSampler(storage.capacity, 0.6, 0.4, 1e-6, beta_steps=10**6)
     buffer = ReplayBuffer(storage, sampler, 0, storage_device=cfg["storage_device"] and META)
     num_actions = int(envs.single_action_space.n)
     net = make_network("nature", obs_shape, num_actions)
     agent = DQN(net, num_actions, losses.huber, device=META, capture=cfg["capture"])
     agent.optimizer.step = torch.no_grad()(lambda: torch._foreach_add_(agent.params, 1e-3))  # one launch, as fused Adam
-    deferred = DeferredPriorities(buffer) if cfg["deferred"] else None
+    deferred = DeferredPriorities(buffer) if cfg["deferred"] and not uniform(cfg) else None
     return envs, buffer, agent, deferred, num_actions
 
 
@@ -145,6 +158,8 @@ def run(cfg: dict, args: argparse.Namespace, rng: np.random.Generator) -> dict:
             batch = timed("sample", buffer.sample_torch, BATCH, META)
             timed("learn", agent.learn, batch)
             td = rng.standard_normal(BATCH).astype(np.float32)  # the TD errors a GPU would send back
+            if uniform(cfg):
+                continue
             if deferred is None:
                 timed("write_back", buffer.update_priorities, batch.indices, td)
             else:
@@ -260,11 +275,15 @@ def main() -> None:
         key: results["before"][key]["median"] / results["after"][key]["median"]
         for key in ("host_us_per_step", *(f"host_with_launches_{p}us_per_step" for p in LAUNCH_US))
     }
+    per_over_uniform = {
+        key: results["after"][key]["median"] / results["after_uniform"][key]["median"] for key in reduction
+    }
     write(args.out, "host_side", args, results, table(results), loadavg_end=list(os.getloadavg()),
           configs={name: CONFIGS[name] for name in configs}, total_wall_s=time.perf_counter() - t_start,
-          host_reduction=reduction)  # fmt: skip
-    ratios = ", ".join(f"{k.removesuffix('_per_step')} {v:.2f}x" for k, v in reduction.items())
-    print(f"host-side work per agent step, before / after (target >= 2x): {ratios}")
+          host_reduction=reduction, per_over_uniform=per_over_uniform)  # fmt: skip
+    for what, ratios in (("before / after (target >= 2x)", reduction), ("after, PER / uniform", per_over_uniform)):
+        print(f"host-side work per agent step, {what}: " + ", ".join(f"{k.removesuffix('_per_step')} {v:.2f}x"
+                                                                    for k, v in ratios.items()))  # fmt: skip
 
 
 if __name__ == "__main__":
