@@ -57,6 +57,7 @@ if [[ -n $WHEELS ]]; then
   # install maps rlfocal.configs to configs/ through a .pth file, which Python reads only in a site directory: the
   # sitecustomize below makes this directory one.
   SITE=$(mktemp -d "${TMPDIR:-/tmp}/rlfocal_site.XXXXXX") || exit 2
+  trap 'rm -rf "$SITE"' EXIT
   shopt -s nullglob
   wheels=("$WHEELS"/*.whl)
   shopt -u nullglob
