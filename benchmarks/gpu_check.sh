@@ -27,6 +27,9 @@
 #   bash benchmarks/gpu_check.sh OUT_DIR --wheels .whl             # on the GPU machine, .whl carried in
 # Another image: add what it lacks of numba, matplotlib, psutil, PyYAML, opencv-python-headless (the Atari steps)
 # to DIR; a missing one shows in the log as an import error or a skipped step. wandb is not needed (logger=csv).
+# Where only a few files come back from the machine, keep OUT_DIR elsewhere and bring back the two that hold every
+# figure and error: summary.json and gpu_check.log, e.g. (the workplace's device tool, carry [".whl"]):
+#   bash benchmarks/gpu_check.sh /tmp/gc --wheels .whl; rc=$?; cp /tmp/gc/summary.json /tmp/gc/gpu_check.log "$OUT"; exit $rc
 set -uo pipefail
 
 usage() {
