@@ -86,6 +86,7 @@ META = torch.device("meta")
 
 
 def uniform(cfg: dict) -> bool:
+    """The configuration replays uniformly (no priorities, no write-back)."""
     return cfg.get("sampler") == "uniform"
 
 
@@ -157,9 +158,9 @@ def run(cfg: dict, args: argparse.Namespace, rng: np.random.Generator) -> dict:
         for _ in range(n // TRAIN_FREQ):
             batch = timed("sample", buffer.sample_torch, BATCH, META)
             timed("learn", agent.learn, batch)
-            td = rng.standard_normal(BATCH).astype(np.float32)  # the TD errors a GPU would send back
-            if uniform(cfg):
+            if uniform(cfg):  # no priorities to write back
                 continue
+            td = rng.standard_normal(BATCH).astype(np.float32)  # the TD errors a GPU would send back
             if deferred is None:
                 timed("write_back", buffer.update_priorities, batch.indices, td)
             else:
