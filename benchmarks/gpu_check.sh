@@ -21,8 +21,9 @@
 #
 # A GPU machine without network needs what its image lacks carried in as wheels. For this workplace's H200 image
 # (Python 3.12 with torch, numpy, numba, matplotlib, psutil, opencv, pytest: /work/.library/device/KINDS.md) that is
-# gymnasium, hydra-core and their needs, ale-py, minatar (and setuptools), 4.7 MB, which benchmarks/gpu_wheels.sh gets at
-# the versions installed where it runs; --wheels DIR installs them and rlfocal (editable) into a temporary directory:
+# gymnasium, hydra-core and their needs, ale-py, minatar (and setuptools), 4.7 MB, which benchmarks/gpu_wheels.sh
+# gets at the versions installed where it runs; --wheels DIR installs them and rlfocal (editable) into a temporary
+# directory:
 #   bash benchmarks/gpu_wheels.sh .whl --python-version 3.12      # where pip reaches a registry
 #   bash benchmarks/gpu_check.sh OUT_DIR --wheels .whl             # on the GPU machine, .whl carried in
 # Another image: add what it lacks of numba, matplotlib, psutil, PyYAML, opencv-python-headless (the Atari steps)

@@ -9,7 +9,7 @@
 # The H200 image (/work/.library/device/KINDS.md: Python 3.12, torch, numpy, numba, matplotlib, psutil, PyYAML,
 # cloudpickle, opencv-python-headless, pytest, hypothesis, scipy) lacks gymnasium (+ farama-notifications),
 # hydra-core (+ omegaconf, antlr4-python3-runtime), ale-py (ROMs included) and minatar; setuptools comes too, so
-# that rlfocal's own editable install there does not depend on the image's: about 5 MB in all. wandb is left out
+# that rlfocal's own editable install there does not depend on the image's: 4.7 MB in all. wandb is left out
 # (the check logs with logger=csv). antlr4's runtime is an sdist only; it is built here into a pure-Python wheel.
 # Packages are downloaded without their dependencies (--no-deps): the list above is the whole closure.
 set -euo pipefail
